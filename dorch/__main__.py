@@ -1,0 +1,3 @@
+from dorch.cli import main
+
+main()
