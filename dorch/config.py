@@ -1,0 +1,311 @@
+"""Configuration: one TOML file, environment overrides, and where each value came from.
+
+Search order: ``--config PATH``, ``$DORCH_CONFIG``, the user config dir, ``/etc/dorch/config.toml``.
+The first file found is used; nothing found means built-in defaults. Every value remembers its
+source so ``dorch config show`` can explain it, and every mistake names the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dorch import paths
+
+EXIT_CONFIG = 78
+SYSTEM_CONFIG = Path("/etc/dorch/config.toml")
+DEFAULT_API_BASE = "https://discord.com/api/v10"
+
+
+class ConfigError(Exception):
+    """A configuration mistake; its text names the file, the key and what to do. Exit 78."""
+
+    exit_code = EXIT_CONFIG
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: its type, its default, and an optional environment override."""
+
+    type: type | tuple[type, ...]
+    default: Any
+    env: str | None = None
+    secret: bool = False
+    choices: tuple[str, ...] | None = None
+    help: str = ""
+
+
+_ID = (int, str)  # Discord snowflakes may be written as numbers or strings
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "bus": {
+        "kind": Key(str, "local", env="DORCH_BUS", choices=("local", "discord"),
+                    help="which bus carries tasks"),
+    },
+    "local": {
+        "path": Key(str, "", env="DORCH_LOCAL_PATH",
+                    help="SQLite file of the local bus (default: the data dir)"),
+    },
+    "discord": {
+        "api_base": Key(str, DEFAULT_API_BASE, env="DORCH_DISCORD_API_BASE",
+                        help="REST base URL (proxies, the emulator)"),
+        "guild_id": Key(_ID, 0),
+        "task_channel": Key(_ID, 0),
+        "results_channel": Key(_ID, 0),
+        "pool_channel": Key(_ID, 0),
+        "token": Key(str, "discord-token", env="DORCH_TOKEN_NAME",
+                     help="name of the credential holding the bot token (not the token)"),
+        "allowed_submitters": Key(list, []),
+        "allowed_roles": Key(list, []),
+    },
+    "worker": {
+        "id": Key(str, "", env="DORCH_WORKER_ID", help="worker id (default: host-instance)"),
+        "poll_interval": Key(float, 5.0, env="DORCH_POLL_INTERVAL"),
+        "max_idle_time": Key(float, 300.0, env="DORCH_MAX_IDLE_TIME"),
+        "lease_seconds": Key(float, 60.0, env="DORCH_LEASE_SECONDS"),
+        "heartbeat_seconds": Key(float, 15.0, env="DORCH_HEARTBEAT_SECONDS"),
+        "max_attempts": Key(int, 3, env="DORCH_MAX_ATTEMPTS"),
+        "task_timeout": Key(float, 600.0, env="DORCH_TASK_TIMEOUT"),
+        "stop_grace": Key(float, 5.0, help="seconds between SIGTERM and SIGKILL for the agent"),
+        "workspace_root": Key(str, "", env="DORCH_WORKSPACE_ROOT"),
+        "keep_workspaces": Key(int, 50, help="finished task workspaces kept per worker"),
+        "log_level": Key(str, "info", env="DORCH_LOG_LEVEL",
+                         choices=("debug", "info", "warning", "error")),
+    },
+    "executor": {
+        "kind": Key(str, "", env="DORCH_EXECUTOR", choices=("", "openclaw", "command", "echo"),
+                    help="agent runner (default: openclaw when found, else an error)"),
+    },
+    "executor.openclaw": {
+        "path": Key(str, "", env="DORCH_OPENCLAW", help="openclaw binary (default: PATH)"),
+        "config": Key(str, "", help="openclaw config file passed with --config"),
+        "extra_args": Key(list, []),
+    },
+    "executor.command": {
+        "preset": Key(str, "", choices=("", "claude", "codex", "llm")),
+        "argv": Key(list, [], help="argument template: {model} {thinking} {workspace}"),
+        "default_model": Key(str, ""),
+    },
+    "models": {},   # free-form aliases: name = "provider/model"
+    "prices": {},   # free-form: model = { input = $/Mtok, output = $/Mtok }
+}
+
+_FREE_FORM = {"models", "prices"}
+
+
+@dataclass
+class Config:
+    """The effective configuration. ``values[section][key]``; ``sources`` says where each came from."""
+
+    values: dict[str, dict[str, Any]]
+    sources: dict[str, str]
+    file: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, section: str, key: str) -> Any:
+        return self.values[section][key]
+
+    @property
+    def bus_kind(self) -> str:
+        return str(self.values["bus"]["kind"])
+
+    @property
+    def worker(self) -> dict[str, Any]:
+        return self.values["worker"]
+
+    @property
+    def discord(self) -> dict[str, Any]:
+        return self.values["discord"]
+
+    @property
+    def models(self) -> dict[str, str]:
+        return self.values["models"]
+
+    def local_path(self) -> Path:
+        raw = self.values["local"]["path"]
+        return Path(raw).expanduser() if raw else paths.data_dir() / "queue.sqlite3"
+
+    def redacted(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for section, keys in self.values.items():
+            spec = SCHEMA.get(section, {})
+            out[section] = {
+                k: ("***" if k in spec and spec[k].secret and v else v) for k, v in keys.items()
+            }
+        return out
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The file to load, by the documented search order, or None for built-in defaults."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found (given with --config)")
+        return path
+    env = os.environ.get("DORCH_CONFIG")
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found (named by $DORCH_CONFIG)")
+        return path
+    for candidate in (paths.config_dir() / "config.toml", SYSTEM_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(explicit: str | os.PathLike[str] | None = None) -> Config:
+    """Load, validate and apply environment overrides. Raises ConfigError."""
+    file = find_config_file(explicit)
+    raw: dict[str, Any] = {}
+    if file is not None:
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+    return build(raw, file)
+
+
+def build(raw: dict[str, Any], file: Path | None = None) -> Config:
+    """Validate a parsed TOML document against SCHEMA (nested tables allowed, e.g. executor.openclaw)."""
+    where = str(file) if file else "<defaults>"
+    flat = _flatten_sections(raw, where)
+    values: dict[str, dict[str, Any]] = {}
+    sources: dict[str, str] = {}
+    for section, keys in SCHEMA.items():
+        given = flat.pop(section, {})
+        if section in _FREE_FORM:
+            values[section] = _check_free_form(section, given, where)
+            for k in given:
+                sources[f"{section}.{k}"] = where
+            continue
+        values[section] = {}
+        for key, spec in keys.items():
+            dotted = f"{section}.{key}"
+            if key in given:
+                values[section][key] = _check(dotted, given.pop(key), spec, where)
+                sources[dotted] = where
+            else:
+                values[section][key] = spec.default
+                sources[dotted] = "default"
+            if spec.env and os.environ.get(spec.env, "") != "":
+                values[section][key] = _from_env(dotted, spec)
+                sources[dotted] = f"${spec.env}"
+        if given:
+            unknown = sorted(given)[0]
+            valid = ", ".join(keys) or "(none)"
+            raise ConfigError(f"{where}: [{section}] {unknown}: unknown key; valid keys: {valid}")
+    if flat:
+        unknown = sorted(flat)[0]
+        valid = ", ".join(s for s in SCHEMA if "." not in s)
+        raise ConfigError(f"{where}: [{unknown}]: unknown section; valid sections: {valid}")
+    cfg = Config(values=values, sources=sources, file=file)
+    _check_relations(cfg, where)
+    return cfg
+
+
+def _flatten_sections(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    flat: dict[str, dict[str, Any]] = {}
+    for name, table in raw.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: {name}: expected a [{name}] table, got a plain value")
+        own: dict[str, Any] = {}
+        for key, value in table.items():
+            sub = f"{name}.{key}"
+            if isinstance(value, dict) and sub in SCHEMA:
+                flat[sub] = dict(value)
+            else:
+                own[key] = value
+        flat[name] = own
+    return flat
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list", bool: "true/false"}
+    if isinstance(t, tuple):
+        return " or ".join(names.get(x, x.__name__) for x in t)
+    return names.get(t, t.__name__)
+
+
+def _check(dotted: str, value: Any, spec: Key, where: str) -> Any:
+    section, _, key = dotted.rpartition(".")
+    label = f"{where}: [{section}] {key}"
+    expected = spec.type
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
+    if not ok:
+        raise ConfigError(f"{label}: expected {_type_name(expected)}, got {value!r}")
+    if spec.choices is not None and value not in spec.choices:
+        shown = ", ".join(repr(c) for c in spec.choices if c)
+        raise ConfigError(f"{label}: {value!r} is not one of {shown}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        raise ConfigError(f"{label}: must not be negative, got {value!r}")
+    if expected == _ID:
+        try:
+            value = int(value)
+        except ValueError:
+            raise ConfigError(f"{label}: expected a Discord id (digits), got {value!r}") from None
+    if expected is list and key in ("allowed_submitters", "allowed_roles"):
+        try:
+            value = [int(v) for v in value]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{label}: expected a list of Discord ids, got {value!r}") from None
+    return value
+
+
+def _from_env(dotted: str, spec: Key) -> Any:
+    raw = os.environ[spec.env or ""]
+    try:
+        if spec.type is float:
+            value: Any = float(raw)
+        elif spec.type is int:
+            value = int(raw)
+        else:
+            value = raw
+    except ValueError:
+        raise ConfigError(
+            f"${spec.env}: expected {_type_name(spec.type)} for {dotted}, got {raw!r}"
+        ) from None
+    return _check(dotted, value, spec, f"${spec.env}")
+
+
+def _check_free_form(section: str, given: dict[str, Any], where: str) -> dict[str, Any]:
+    for key, value in given.items():
+        if section == "models" and not isinstance(value, str):
+            raise ConfigError(f"{where}: [models] {key}: expected a model name string, got {value!r}")
+        if section == "prices":
+            ok = isinstance(value, dict) and all(
+                k in ("input", "output") and isinstance(v, (int, float)) for k, v in value.items()
+            )
+            if not ok:
+                raise ConfigError(
+                    f"{where}: [prices] {key}: expected {{ input = <$ per 1M tokens>, "
+                    f"output = <$ per 1M tokens> }}, got {value!r}"
+                )
+    return dict(given)
+
+
+def _check_relations(cfg: Config, where: str) -> None:
+    w = cfg.worker
+    if w["poll_interval"] <= 0:
+        raise ConfigError(f"{where}: [worker] poll_interval: must be greater than 0")
+    if w["max_attempts"] < 1:
+        raise ConfigError(f"{where}: [worker] max_attempts: must be at least 1")
+    if w["heartbeat_seconds"] >= w["lease_seconds"]:
+        raise ConfigError(
+            f"{where}: [worker] heartbeat_seconds ({w['heartbeat_seconds']}) must be less than "
+            f"lease_seconds ({w['lease_seconds']}), or leases expire between heartbeats"
+        )
+    if cfg.bus_kind == "discord":
+        for key in ("guild_id", "task_channel", "results_channel", "pool_channel"):
+            if not cfg.discord[key]:
+                raise ConfigError(
+                    f"{where}: [discord] {key}: required when [bus] kind = \"discord\" "
+                    f"(right-click the channel in Discord with Developer Mode on -> Copy ID)"
+                )
