@@ -1,0 +1,44 @@
+"""Logging: one line per event on stderr (journald-friendly), and secrets never printed.
+
+Any value passed to ``register_secret`` is replaced by ``***`` in every log line, wherever it
+appears (message, arguments or exception text).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+_secrets: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Hide VALUE from every log line from now on (tokens, passwords)."""
+    if value and len(value) >= 4:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+class _RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def setup(level: str = "info", name: str = "") -> None:
+    """Configure the root logger once. Under systemd (JOURNAL_STREAM) omit the timestamp."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    prefix = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    who = f"{name} " if name else ""
+    handler.setFormatter(_RedactingFormatter(f"{prefix}%(levelname)s {who}%(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level.upper())
