@@ -1,19 +1,35 @@
 """The ``dorch`` command line. A thin layer: every command calls into the library.
 
-Exit codes: 0 ok; 1 failed (e.g. the task failed, --wait); 2 usage error; 64 bad input (task);
-75 temporary failure (try again); 78 configuration error.
-Sub-command modules register themselves in ``_register`` below (one line each).
+Sub-command modules register themselves in ``_register`` below (one import line each) and use
+``ConfigOption``/``load_config``/``fail`` from here so options and errors look the same everywhere.
 """
 
 from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from dorch import __version__
 
+if TYPE_CHECKING:
+    from dorch.config import Config
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_DATAERR = 64
+EXIT_TEMPFAIL = 75
+EXIT_CONFIG = 78
+
 EPILOG = (
-    "Exit codes: 0 ok, 1 task failed/not found, 2 usage error, 64 bad task input, "
-    "75 temporary failure (retry later), 78 configuration error."
+    "Exit codes: 0 ok; 1 the task failed or was not found; 2 usage error; 64 bad task input; "
+    "75 temporary failure (try again later); 78 configuration error. "
+    "Config: --config FILE, else $DORCH_CONFIG, else the user config dir, else "
+    "/etc/dorch/config.toml, else built-in defaults (a local queue)."
 )
 
 app = typer.Typer(
@@ -23,7 +39,17 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+_root_config: str | None = None
+
+ConfigOption = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="Config file (overrides $DORCH_CONFIG and the defaults).",
+                 show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 def _version(value: bool) -> None:
@@ -32,19 +58,69 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(epilog=EPILOG)
 def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
+    config: ConfigOption = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
 ) -> None:
-    """dorch: distribute AI-agent tasks to worker processes."""
+    """dorch: distribute AI-agent tasks to worker processes, one fresh process per task."""
+    global _root_config
+    _root_config = config
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """Print ``dorch: error: MESSAGE`` on stderr and exit with CODE."""
+    from dorch.log import redact
+
+    typer.echo(f"dorch: error: {redact(message)}", err=True)
+    raise typer.Exit(code)
+
+
+def load_config(path: str | None = None) -> Config:
+    from dorch import config
+
+    return config.load(path or _root_config)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles_errors(func: F) -> F:
+    """Turn dorch's expected errors into one clear line on stderr and the documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from dorch.bus import BusError
+        from dorch.config import ConfigError
+        from dorch.task import TaskError
+
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            fail(str(exc), EXIT_CONFIG)
+        except TaskError as exc:
+            fail(f"bad task: {exc}", EXIT_DATAERR)
+        except BusError as exc:
+            fail(str(exc), int(getattr(exc, "exit_code", EXIT_TEMPFAIL)))
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _register() -> None:
-    from dorch.cli import core  # noqa: F401  (submit, worker, up, status, ...)
+    from dorch.cli import core  # noqa: F401  (submit, worker, up, status, result, ...)
 
 
 def main() -> None:
     _register()
     app()
+    sys.exit(0)
