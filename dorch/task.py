@@ -40,8 +40,9 @@ class TaskSpec:
             tags.append(f"[thinking:{self.thinking}]")
         if not tags:
             return self.prompt
-        sep = "\n\n" if "\n" in self.prompt or self.prompt.endswith("`") else " "
-        return self.prompt + sep + " ".join(tags)
+        if "\n" in self.prompt or "`" in self.prompt:
+            return " ".join(tags) + "\n" + self.prompt  # a line of only tags parses away whole
+        return self.prompt + " " + " ".join(tags)
 
 
 def _code_spans(text: str) -> list[tuple[int, int]]:
@@ -56,8 +57,7 @@ def parse_task(text: str, model: str | None = None, thinking: str | None = None)
     """Parse TEXT with inline tags; explicit ``model``/``thinking`` win over tags. Raises TaskError."""
     spans = _code_spans(text)
     found: dict[str, str] = {}
-    pieces: list[str] = []
-    last = 0
+    by_line: dict[int, list[re.Match[str]]] = {}
     for m in _TAG.finditer(text):
         if _in_spans(m.start(), spans):
             continue
@@ -75,21 +75,46 @@ def parse_task(text: str, model: str | None = None, thinking: str | None = None)
                 f"conflicting tags: [{name}:{found[name]}] and [{name}:{value}]; keep one of them"
             )
         found[name] = value
-        # drop the tag and the spaces before it (or after it, at the start of a line)
-        start = m.start()
-        while start > last and text[start - 1] in " \t":
-            start -= 1
-        end = m.end()
-        if start == 0 or text[start - 1] == "\n":
-            while end < len(text) and text[end] in " \t":
-                end += 1
-        pieces.append(text[last:start])
-        last = end
-    pieces.append(text[last:])
-    prompt = "".join(pieces)
+        by_line.setdefault(text.rfind("\n", 0, m.start()) + 1, []).append(m)
+    prompt = _remove_tags(text, by_line)
     chosen_model = model if model is not None else found.get("model")
     chosen_thinking = thinking if thinking is not None else found.get("thinking")
     return validate(TaskSpec(prompt, chosen_model or None, chosen_thinking or None))
+
+
+def _remove_tags(text: str, by_line: dict[int, list[re.Match[str]]]) -> str:
+    """Cut the tags out. A line holding only tags goes whole (with its newline); otherwise each
+    tag goes with the blanks before it (or after it, when it opens the line)."""
+    cuts: list[tuple[int, int]] = []
+    for line_start, tags in by_line.items():
+        line_end = text.find("\n", line_start)
+        line_end = len(text) if line_end < 0 else line_end
+        rest = text[line_start:line_end]
+        for m in reversed(tags):
+            rest = rest[: m.start() - line_start] + rest[m.end() - line_start :]
+        if not rest.strip(" \t"):
+            cuts.append((line_start, min(line_end + 1, len(text))))
+            continue
+        prev, leading = line_start, True
+        for m in tags:
+            start, end = m.start(), m.end()
+            leading = leading and not text[prev:start].strip(" \t")
+            if leading:
+                start = prev
+                while end < line_end and text[end] in " \t":
+                    end += 1
+            else:
+                while start > prev and text[start - 1] in " \t":
+                    start -= 1
+            cuts.append((start, end))
+            prev = end
+    out, last = [], 0
+    for start, end in sorted(cuts):
+        start = max(start, last)
+        out.append(text[last:start])
+        last = max(last, end)
+    out.append(text[last:])
+    return "".join(out)
 
 
 def validate(spec: TaskSpec) -> TaskSpec:

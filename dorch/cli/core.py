@@ -1,5 +1,429 @@
-"""Core commands: submit, worker, up, status, result, cancel, queue, stop, config, demo."""
+"""Core commands: submit, worker, up, status, result, cancel, queue clear, stop, config show, demo."""
 
 from __future__ import annotations
 
-from dorch.cli import app  # noqa: F401
+import asyncio
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from dorch.cli import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    ConfigOption,
+    JsonOption,
+    app,
+    fail,
+    handles_errors,
+    load_config,
+    print_json,
+)
+
+if TYPE_CHECKING:
+    from dorch.bus import Bus, Status, TaskView
+    from dorch.config import Config
+
+queue_app = typer.Typer(help="Manage the queue of waiting tasks.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(queue_app, name="queue")
+app.add_typer(config_app, name="config")
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _with_bus(config: Config, action: Any) -> Any:
+    from dorch.bus import open_bus
+
+    bus = open_bus(config)
+    try:
+        return await action(bus)
+    finally:
+        await bus.close()
+
+
+def view_to_dict(view: TaskView) -> dict[str, Any]:
+    data = dataclasses.asdict(view)
+    data["state"] = view.state.value
+    if view.result is not None:
+        data["result"]["state"] = view.result.state.value
+    return data
+
+
+def _short(text: str, width: int = 50) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _age(since: float | None) -> str:
+    if not since:
+        return "-"
+    seconds = max(time.time() - since, 0)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _read_prompt(text: str | None, file: Path | None) -> str:
+    if file is not None and text not in (None, ""):
+        fail("give the prompt either as TEXT or with --file, not both", EXIT_USAGE)
+    if file is not None:
+        if str(file) == "-":
+            return sys.stdin.read()
+        try:
+            return file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            fail(f"{file}: no such file", EXIT_USAGE)
+        except UnicodeDecodeError:
+            fail(f"{file}: not UTF-8 text; dorch prompts are text", EXIT_USAGE)
+    if text == "-":
+        return sys.stdin.read()
+    if text is None:
+        fail("no prompt: give TEXT, --file PATH, or - to read stdin", EXIT_USAGE)
+    return text
+
+
+async def wait_for_result(
+    bus: Bus, task_id: str, timeout: float | None, interval: float = 0.5
+) -> TaskView | None:
+    """Poll until the task finishes; None on timeout. Shows a spinner on a terminal."""
+    spinner = "|/-\\"
+    tty = sys.stderr.isatty()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    turn = 0
+    try:
+        while True:
+            view = await bus.get(task_id)
+            if view is None or view.state.finished:
+                return view
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            if tty:
+                label = f"{view.state.value} {view.worker}".strip()
+                sys.stderr.write(f"\r{spinner[turn % 4]} task {task_id}: {label}   ")
+                sys.stderr.flush()
+                turn += 1
+            await asyncio.sleep(interval)
+    finally:
+        if tty:
+            sys.stderr.write("\r\033[K")
+
+
+def _print_view(view: TaskView, as_json: bool) -> int:
+    if as_json:
+        print_json(view_to_dict(view))
+    else:
+        res = view.result
+        if res is not None and res.output:
+            typer.echo(res.output, nl=not res.output.endswith("\n"))
+        if res is not None and view.state.value != "succeeded":
+            typer.echo(f"task {view.task.id} {view.state.value}: {res.error}", err=True)
+            if res.stderr_tail:
+                typer.echo(f"--- stderr (tail) ---\n{res.stderr_tail}", err=True)
+        elif res is None:
+            typer.echo(f"task {view.task.id} {view.state.value}", err=True)
+    return 0 if view.state.value == "succeeded" else EXIT_FAILED
+
+
+@app.command()
+@handles_errors
+def submit(
+    text: Annotated[str | None, typer.Argument(
+        help="The prompt, with optional inline tags [model:X] [thinking:Y]; - reads stdin.",
+        show_default=False)] = None,
+    model_pos: Annotated[str | None, typer.Argument(
+        metavar="[MODEL]", help="Model (as in the original scripts' positional form).",
+        show_default=False)] = None,
+    thinking_pos: Annotated[str | None, typer.Argument(
+        metavar="[THINKING]", help="Thinking level.", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Model or alias from [models]; wins over tags.")] = None,
+    thinking: Annotated[str | None, typer.Option(
+        "--thinking", "-t", help="off|minimal|low|medium|high|xhigh|adaptive|max|ultra.")] = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", "-f", help="Read the prompt from a file (- for stdin).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait and print the result.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="With --wait: give up after N s.")] = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Queue a task and print its id.
+
+    Example: dorch submit "Write a sort function [model:gpt-4o] [thinking:medium]" --wait
+    """
+    from dorch.task import parse_task
+
+    cfg = load_config(config)
+    spec = parse_task(
+        _read_prompt(text, file), model=model or model_pos, thinking=thinking or thinking_pos
+    )
+
+    async def go(bus: Bus) -> tuple[str, TaskView | None]:
+        task_id = await bus.submit(spec, submitter=_whoami())
+        if not wait:
+            return task_id, None
+        if not as_json:
+            typer.echo(f"task {task_id} queued", err=True)
+        return task_id, await wait_for_result(bus, task_id, timeout)
+
+    task_id, view = _run(_with_bus(cfg, go))
+    if not wait:
+        if as_json:
+            print_json({"id": task_id, "prompt": spec.prompt, "model": spec.model,
+                        "thinking": spec.thinking})
+        else:
+            typer.echo(task_id)
+        return
+    if view is None:
+        fail(f"task {task_id}: no result within {timeout} s (it stays queued)", EXIT_FAILED)
+    raise typer.Exit(_print_view(view, as_json))
+
+
+def _whoami() -> str:
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@app.command()
+def worker(
+    instance: Annotated[str | None, typer.Option(
+        "--instance", "-i", help="Instance number (systemd's %i); names the worker and its state.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run one worker process: wait for a task, run it, exit (0 done/idle, 75 retry, 78 config).
+
+    Run it under systemd (dorch-worker@N) or `dorch up`, which start a fresh process per task.
+    """
+    from dorch.config import ConfigError
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        typer.echo(f"dorch worker: configuration error: {exc}", err=True)
+        raise typer.Exit(78) from None
+    from dorch.worker import run_worker
+
+    raise typer.Exit(run_worker(cfg, instance))
+
+
+@app.command()
+@handles_errors
+def up(
+    workers: Annotated[int, typer.Option("--workers", "-n", min=1, max=256,
+                                         help="How many worker processes.")] = 3,
+    config: ConfigOption = None,
+) -> None:
+    """Run N workers in the foreground, restarting each after every task (like systemd).
+
+    Ctrl-C or SIGTERM stops them gracefully: running tasks are handed back, never lost.
+    """
+    from dorch import log, paths
+    from dorch.cli import _root_config
+    from dorch.supervisor import pidfile_path, supervise
+
+    cfg = load_config(config)
+    log.setup(cfg.worker["log_level"], name="up")
+    path = config or _root_config
+    stop_timeout = cfg.worker["stop_grace"] + 10
+    typer.echo(f"dorch up: {workers} workers on the {cfg.bus_kind} bus; Ctrl-C stops", err=True)
+    code = _run(supervise(workers, str(Path(path).resolve()) if path else None,
+                          pidfile_path(paths.data_dir()), stop_timeout))
+    raise typer.Exit(code)
+
+
+def _status_text(status: Status) -> str:
+    lines = []
+    order = ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "dead"]
+    lines.append("tasks: " + ", ".join(f"{status.counts.get(s, 0)} {s}" for s in order))
+    if status.pending_delivery:
+        lines.append(f"waiting to be delivered (outbox): {status.pending_delivery}")
+    if status.running:
+        lines.append("\nrunning:")
+        lines.append(f"  {'ID':>8}  {'WORKER':<20} {'AGE':>6}  PROMPT")
+        for v in status.running:
+            lines.append(f"  {v.task.id:>8}  {v.worker:<20} {_age(v.started_at):>6}  "
+                         f"{_short(v.task.spec.prompt)}")
+    if status.recent:
+        lines.append("\nrecent results:")
+        lines.append(f"  {'ID':>8}  {'STATE':<10} {'WORKER':<20} {'TOOK':>7}  PROMPT")
+        for v in status.recent:
+            took = f"{v.result.duration:.1f}s" if v.result else "-"
+            lines.append(f"  {v.task.id:>8}  {v.state.value:<10} {v.worker:<20} {took:>7}  "
+                         f"{_short(v.task.spec.prompt)}")
+    if status.dead:
+        lines.append("\ndead (gave up after max_attempts):")
+        for v in status.dead:
+            lines.append(f"  {v.task.id:>8}  attempt {v.task.attempt}  "
+                         f"{_short(v.task.spec.prompt)}")
+    if status.workers:
+        lines.append("\nworkers:")
+        lines.append(f"  {'WORKER':<20} {'STATE':<11} {'TASK':>8} {'PID':>7} {'DONE':>5} SEEN")
+        for w in status.workers:
+            lines.append(f"  {w.worker:<20} {w.state:<11} {w.task_id or '-':>8} {w.pid:>7} "
+                         f"{w.tasks_done:>5} {_age(w.updated_at)} ago")
+    return "\n".join(lines)
+
+
+@app.command()
+@handles_errors
+def status(
+    recent: Annotated[int, typer.Option(help="How many recent results to show.")] = 10,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show queue depth, running tasks (worker, age), recent results, dead tasks and workers."""
+    cfg = load_config(config)
+
+    async def go(bus: Bus) -> Status:
+        return await bus.status(recent)
+
+    st: Status = _run(_with_bus(cfg, go))
+    if as_json:
+        print_json({
+            "bus": cfg.bus_kind,
+            "counts": st.counts,
+            "running": [view_to_dict(v) for v in st.running],
+            "recent": [view_to_dict(v) for v in st.recent],
+            "dead": [view_to_dict(v) for v in st.dead],
+            "workers": [dataclasses.asdict(w) for w in st.workers],
+            "pending_delivery": st.pending_delivery,
+        })
+    else:
+        typer.echo(_status_text(st))
+
+
+@app.command()
+@handles_errors
+def result(
+    task_id: Annotated[str, typer.Argument(help="The id printed by `dorch submit`.")],
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait until it finishes.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="With --wait: give up after N s.")] = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Print a task's result (exit 0 if it succeeded, 1 otherwise or if not finished)."""
+    cfg = load_config(config)
+
+    async def go(bus: Bus) -> TaskView | None:
+        if wait:
+            return await wait_for_result(bus, task_id, timeout)
+        return await bus.get(task_id)
+
+    view = _run(_with_bus(cfg, go))
+    if view is None:
+        if wait and timeout is not None:
+            fail(f"task {task_id}: not finished within {timeout} s", EXIT_FAILED)
+        fail(f"no task with id {task_id!r}; `dorch status` lists recent ones", EXIT_FAILED)
+    if not view.state.finished and not as_json:
+        fail(f"task {task_id} is {view.state.value}; use --wait to wait for it", EXIT_FAILED)
+    raise typer.Exit(_print_view(view, as_json))
+
+
+@app.command()
+@handles_errors
+def cancel(
+    task_id: Annotated[str, typer.Argument(help="The task to cancel.")],
+    config: ConfigOption = None,
+) -> None:
+    """Cancel a task: a queued one is never run; a running one has its agent stopped."""
+    cfg = load_config(config)
+
+    async def go(bus: Bus) -> bool:
+        return await bus.cancel(task_id)
+
+    if not _run(_with_bus(cfg, go)):
+        fail(f"task {task_id} cannot be cancelled (unknown or already finished)", EXIT_FAILED)
+    typer.echo(f"task {task_id}: cancel requested")
+
+
+@queue_app.command("clear")
+@handles_errors
+def queue_clear(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Remove every task still waiting in the queue (running tasks are not touched)."""
+    cfg = load_config(config)
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("refusing to clear the queue without confirmation: add --yes", EXIT_USAGE)
+        typer.confirm("Remove every queued task?", abort=True)
+
+    async def go(bus: Bus) -> int:
+        return await bus.clear()
+
+    typer.echo(f"removed {_run(_with_bus(cfg, go))} queued task(s)")
+
+
+@app.command()
+@handles_errors
+def stop(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the workers to stop.")] = 60,
+) -> None:
+    """Stop the local workers: dorch-workers.target under systemd, else the `dorch up` supervisor."""
+    from dorch import stopper
+
+    try:
+        typer.echo(stopper.stop_local_workers(timeout))
+    except (stopper.NothingToStop, TimeoutError) as exc:
+        fail(str(exc), EXIT_FAILED)
+
+
+@config_app.command("show")
+@handles_errors
+def config_show(as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """Print the effective configuration (secrets redacted) and where each value came from."""
+    cfg = load_config(config)
+    values = cfg.redacted()
+    if as_json:
+        print_json({"file": str(cfg.file) if cfg.file else None, "values": values,
+                    "sources": cfg.sources})
+        return
+    typer.echo(f"# config file: {cfg.file or 'none found (built-in defaults)'}")
+    for section, keys in values.items():
+        if not keys:
+            continue
+        typer.echo(f"\n[{section}]")
+        for key, value in keys.items():
+            src = cfg.sources.get(f"{section}.{key}", "")
+            typer.echo(f"{key} = {_toml_value(value)}  # {src}")
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value, ensure_ascii=False)
+
+
+@app.command()
+@handles_errors
+def demo(
+    workers: Annotated[int, typer.Option("--workers", "-n", min=1, max=16)] = 3,
+    tasks: Annotated[int, typer.Option("--tasks", min=1, max=100)] = 6,
+    delay: Annotated[float, typer.Option(help="Seconds each echo task takes.")] = 0.5,
+) -> None:
+    """Run everything on this machine: a temporary local queue, N supervised workers, a few tasks.
+
+    Needs no config, no Discord, no OpenClaw (the echo executor answers with the prompt).
+    """
+    from dorch.demo import run_demo
+
+    raise typer.Exit(_run(run_demo(workers, tasks, delay, typer.echo)))

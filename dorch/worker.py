@@ -1,0 +1,240 @@
+"""One worker process: poll, claim one task, run its agent, report, exit.
+
+A worker handles at most one task and then exits 0, so systemd (or ``dorch up``) starts a fresh
+process for the next one. Exit codes: 0 task done or idle timeout; 75 temporary failure; 78
+configuration error (the unit must not restart). SIGTERM/SIGINT during a task stop the agent and
+hand the task back without spending an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dorch import __version__, notify, paths
+from dorch.bus import Bus, BusError, Claim, Lease, Result, State, WorkerView, open_bus
+from dorch.config import Config, ConfigError
+from dorch.executors import ExecRequest, Executor, ExecutorConfigError, make_executor
+from dorch.task import resolve_model
+
+EXIT_OK = 0
+EXIT_TEMPFAIL = 75
+EXIT_CONFIG = 78
+
+log = logging.getLogger("dorch.worker")
+
+
+def worker_id(config: Config, instance: str) -> str:
+    """``[worker] id`` / ``$DORCH_WORKER_ID`` if set, else ``<host>-<instance>``."""
+    return config.worker["id"] or f"{socket.gethostname()}-{instance}"
+
+
+@dataclass
+class _Outcome:
+    result: Result
+    reason: str  # "done" | "cancelled" | "lost" | "stopped"
+
+
+class Worker:
+    """The life of one worker process. ``run`` returns the process exit code."""
+
+    def __init__(self, config: Config, bus: Bus, executor: Executor, wid: str) -> None:
+        self.config = config
+        self.bus = bus
+        self.executor = executor
+        self.id = wid
+        self.state_dir = paths.worker_state_dir(wid)
+        root = config.worker["workspace_root"]
+        self.workspace_root = Path(root).expanduser() if root else self.state_dir / "workspaces"
+        self._stop = asyncio.Event()
+        self._host = socket.gethostname()
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("stop requested")
+        self._stop.set()
+
+    async def run(self) -> int:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        pinger = asyncio.create_task(self._watchdog())
+        try:
+            await self._report("READY")
+            notify.ready(f"{self.id}: waiting for a task")
+            claim = await self._poll()
+            if claim is None:
+                await self._report("STOPPED" if self._stop.is_set() else "RESTARTING")
+                return EXIT_OK
+            await self._handle(claim)
+            await self._report("STOPPED" if self._stop.is_set() else "RESTARTING", done=1)
+            return EXIT_OK
+        finally:
+            pinger.cancel()
+
+    async def _poll(self) -> Claim | None:
+        """Claim a task, waiting poll_interval (with jitter) between tries; None when idle/stopped."""
+        w = self.config.worker
+        deadline = time.monotonic() + w["max_idle_time"]
+        polls = 0
+        while not self._stop.is_set():
+            polls += 1
+            await self.bus.reap(w["max_attempts"])
+            claim = await self.bus.claim(self.id, w["lease_seconds"])
+            if claim is not None:
+                log.info("claimed task %s (attempt %d) after %d poll(s)",
+                         claim.task.id, claim.task.attempt, polls)
+                return claim
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.info("idle for %.0f s: exiting", w["max_idle_time"])
+                return None
+            wait = min(w["poll_interval"] * random.uniform(0.8, 1.2), remaining)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), wait)
+        return None
+
+    async def _handle(self, claim: Claim) -> None:
+        from dorch.workspace import new_workspace, prune, write_result
+
+        task = claim.task
+        w = self.config.worker
+        notify.status(f"{self.id}: running task {task.id}")
+        await self._report("RUNNING", task_id=task.id)
+        workspace = new_workspace(self.workspace_root, task.id, task.attempt)
+        request = ExecRequest(
+            prompt=task.spec.prompt,
+            model=resolve_model(task.spec.model, self.config.models),
+            thinking=task.spec.thinking,
+            workspace=workspace,
+            timeout=w["task_timeout"],
+            state_dir=self.state_dir,
+        )
+        outcome = await self._supervise(claim, request)
+        result = outcome.result
+        if outcome.reason == "stopped":
+            await self.bus.release(claim)
+            log.info("task %s handed back (worker stopping)", task.id)
+        elif outcome.reason == "lost":
+            log.warning("task %s: lease lost to another worker; result discarded", task.id)
+        else:
+            if outcome.reason == "cancelled":
+                result.state = State.CANCELLED
+                result.error = result.error or "cancelled by request"
+            if await self.bus.finish(claim, result):
+                log.info("task %s %s in %.2f s", task.id, result.state.value, result.duration)
+            else:
+                log.warning("task %s: fenced before reporting; result discarded", task.id)
+        write_result(workspace, result, task)
+        prune(self.workspace_root, w["keep_workspaces"])
+
+    async def _supervise(self, claim: Claim, request: ExecRequest) -> _Outcome:
+        """Run the agent while renewing the lease; stop it on cancel, fencing or shutdown."""
+        w = self.config.worker
+        cancel = asyncio.Event()
+        started = time.monotonic()
+        run = asyncio.create_task(self.executor.run(request, cancel))
+        stop_wait = asyncio.create_task(self._stop.wait())
+        reason = "done"
+        # Safety net: the executor enforces the task timeout; this catches an executor that hangs.
+        hard_deadline = started + (w["task_timeout"] or float("inf")) + w["stop_grace"] + 30
+        try:
+            while not run.done():
+                timeout = min(w["heartbeat_seconds"], max(hard_deadline - time.monotonic(), 0))
+                done, _ = await asyncio.wait(
+                    {run, stop_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if run in done:
+                    break
+                if stop_wait in done and reason == "done":
+                    reason = "stopped"
+                    cancel.set()
+                    continue
+                if time.monotonic() >= hard_deadline and not cancel.is_set():
+                    log.error("task %s: executor did not stop at its timeout; cancelling",
+                              claim.task.id)
+                    cancel.set()
+                    continue
+                if reason != "done":
+                    continue
+                lease = await self._heartbeat(claim)
+                if lease is Lease.CANCELLED:
+                    log.info("task %s: cancelled by request", claim.task.id)
+                    reason = "cancelled"
+                    cancel.set()
+                elif lease is Lease.LOST:
+                    reason = "lost"
+                    cancel.set()
+            result = await run
+        finally:
+            stop_wait.cancel()
+            if not run.done():
+                run.cancel()
+        result.duration = result.duration or time.monotonic() - started
+        return _Outcome(result, reason)
+
+    async def _heartbeat(self, claim: Claim) -> Lease:
+        try:
+            return await self.bus.heartbeat(claim, self.config.worker["lease_seconds"])
+        except BusError as exc:
+            # A transient bus failure must not kill the agent: the lease decides, later.
+            log.warning("heartbeat for task %s failed: %s", claim.task.id, exc)
+            return Lease.HELD
+
+    async def _report(self, state: str, task_id: str = "", done: int = 0) -> None:
+        view = WorkerView(
+            worker=self.id, state=state, task_id=task_id, host=self._host, pid=os.getpid(),
+            version=__version__, tasks_done=done, updated_at=time.time(),
+        )
+        try:
+            await self.bus.report_worker(view)
+        except BusError as exc:
+            log.warning("could not update the worker board: %s", exc)
+
+    async def _watchdog(self) -> None:
+        interval = notify.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            notify.watchdog()
+            await asyncio.sleep(interval)
+
+
+async def _main(config: Config, instance: str) -> int:
+    wid = worker_id(config, instance)
+    bus = open_bus(config)
+    try:
+        executor = make_executor(config)
+        worker = Worker(config, bus, executor, wid)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.request_stop)
+        return await worker.run()
+    finally:
+        notify.stopping()
+        await bus.close()
+
+
+def run_worker(config: Config, instance: str | None = None) -> int:
+    """Entry point of ``dorch worker``: returns the exit code (never raises for expected errors)."""
+    from dorch import log as dlog
+
+    inst = instance or str(os.getpid())
+    dlog.setup(config.worker["log_level"], name=f"worker[{worker_id(config, inst)}]")
+    try:
+        return asyncio.run(_main(config, inst))
+    except (ConfigError, ExecutorConfigError) as exc:
+        log.error("configuration error: %s", exc)
+        return EXIT_CONFIG
+    except BusError as exc:
+        code = getattr(exc, "exit_code", EXIT_TEMPFAIL)
+        log.error("%s: %s", "configuration error" if code == EXIT_CONFIG else "bus error", exc)
+        return int(code)
+    except KeyboardInterrupt:
+        return EXIT_OK
