@@ -1,0 +1,172 @@
+"""The outbox: a durable local spool for writes that must not be lost (submissions, results, requeues).
+
+An item is committed to SQLite before anything is sent, carries a nonce that stays the same over
+every retry (Discord then drops duplicates of a post that did arrive), and is retried with
+backoff until its handler succeeds. A Discord outage delays work; it never loses it. Any process
+on the host may drain the outbox (the CLI after a submit, every worker while it polls).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    created REAL NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 0,
+    next_try REAL NOT NULL,
+    lease_until REAL NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'pending',   -- pending | done | failed
+    response TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_try);
+"""
+MAX_BACKOFF = 300.0
+
+
+class PermanentError(Exception):
+    """Raised by a handler when retrying cannot help (e.g. the channel was deleted)."""
+
+
+@dataclass(frozen=True)
+class Item:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    nonce: str
+    created: float
+    tries: int
+    last_error: str
+
+
+Handler = Callable[[Item], Awaitable[Any]]
+
+
+class Outbox:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.clock = clock
+        self._db = sqlite3.connect(path, timeout=10, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # an accepted item must survive a crash
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def put(self, kind: str, payload: dict[str, Any], nonce: str | None = None) -> Item:
+        """Store an item durably; returns it (with the nonce to send on every try)."""
+        nonce = nonce or new_nonce()
+        now = self.clock()
+        cur = self._db.execute(
+            "INSERT INTO outbox (kind, payload, nonce, created, next_try) VALUES (?, ?, ?, ?, ?)",
+            (kind, json.dumps(payload), nonce, now, now),
+        )
+        return Item(int(cur.lastrowid or 0), kind, payload, nonce, now, 0, "")
+
+    def _take(self, lease: float) -> Item | None:
+        """Lease the oldest due item so two processes never send it at the same moment."""
+        now = self.clock()
+        row = self._db.execute(
+            "UPDATE outbox SET lease_until = ? WHERE id = (SELECT id FROM outbox "
+            "WHERE state = 'pending' AND next_try <= ? AND lease_until <= ? ORDER BY id LIMIT 1) "
+            "RETURNING id, kind, payload, nonce, created, tries, last_error",
+            (now + lease, now, now),
+        ).fetchone()
+        if row is None:
+            return None
+        return Item(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6])
+
+    async def deliver(self, handlers: dict[str, Handler], limit: int = 100,
+                      lease: float = 60.0) -> int:
+        """Send up to LIMIT due items through their kind's handler; returns how many succeeded.
+
+        A handler that raises schedules a retry with exponential backoff and jitter; one that raises
+        PermanentError marks the item failed (kept, and shown by ``dorch status``)."""
+        sent = 0
+        for _ in range(limit):
+            item = self._take(lease)
+            if item is None:
+                break
+            handler = handlers.get(item.kind)
+            if handler is None:
+                self._release(item)
+                continue
+            try:
+                response = await handler(item)
+            except PermanentError as exc:
+                self._finish(item, "failed", error=str(exc))
+            except Exception as exc:
+                self._retry(item, f"{type(exc).__name__}: {exc}")
+            else:
+                self._finish(item, "done", response=response)
+                sent += 1
+        return sent
+
+    def _release(self, item: Item) -> None:
+        self._db.execute("UPDATE outbox SET lease_until = 0 WHERE id = ?", (item.id,))
+
+    def _retry(self, item: Item, error: str) -> None:
+        delay = min(2.0 ** item.tries, MAX_BACKOFF) * random.uniform(0.5, 1.0)
+        self._db.execute(
+            "UPDATE outbox SET tries = tries + 1, next_try = ?, lease_until = 0, last_error = ? "
+            "WHERE id = ?",
+            (self.clock() + delay, error[:500], item.id),
+        )
+
+    def _finish(self, item: Item, state: str, error: str = "", response: Any = None) -> None:
+        self._db.execute(
+            "UPDATE outbox SET state = ?, tries = tries + 1, lease_until = 0, last_error = ?, "
+            "response = ? WHERE id = ?",
+            (state, error[:500], json.dumps(response, default=str), item.id),
+        )
+
+    def response(self, item_id: int) -> Any:
+        """What the handler returned for a delivered item (e.g. the created message), else None."""
+        row = self._db.execute(
+            "SELECT state, response FROM outbox WHERE id = ?", (item_id,)
+        ).fetchone()
+        if row is None or row[0] != "done":
+            return None
+        return json.loads(row[1]) if row[1] else None
+
+    def pending(self) -> list[Item]:
+        rows = self._db.execute(
+            "SELECT id, kind, payload, nonce, created, tries, last_error FROM outbox "
+            "WHERE state = 'pending' ORDER BY id"
+        ).fetchall()
+        return [Item(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+
+    def failed(self) -> list[Item]:
+        rows = self._db.execute(
+            "SELECT id, kind, payload, nonce, created, tries, last_error FROM outbox "
+            "WHERE state = 'failed' ORDER BY id"
+        ).fetchall()
+        return [Item(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+
+    def prune(self, older_than: float = 7 * 86400) -> int:
+        """Forget delivered items older than OLDER_THAN seconds."""
+        cur = self._db.execute(
+            "DELETE FROM outbox WHERE state = 'done' AND created < ?", (self.clock() - older_than,)
+        )
+        return cur.rowcount
+
+
+def new_nonce() -> str:
+    """A Discord nonce (at most 25 characters), unique across hosts and processes."""
+    return f"{os.getpid() % 1000:03d}{secrets.token_hex(10)}"[:25]
