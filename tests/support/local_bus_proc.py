@@ -7,12 +7,16 @@
 
 Each process opens the queue, prints ``ready``, waits for a line on stdin (so the test can
 start all of them at once), does its job and prints one JSON line with what it did.
+
+With ``DORCH_TEST_AS=UID:GID:GROUP`` (started as root) the process becomes that user once its
+imports are done: the interpreter may live where other users cannot read it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +25,16 @@ from dorch.bus.local import LocalBus
 from dorch.task import TaskSpec
 
 
+def become(spec: str) -> None:
+    uid, gid, group = (int(x) for x in spec.split(":"))
+    os.setgroups([group])
+    os.setgid(gid)
+    os.setuid(uid)
+
+
 async def main(queue: str, name: str, mode: str, args: list[str]) -> None:
+    if os.environ.get("DORCH_TEST_AS"):
+        become(os.environ["DORCH_TEST_AS"])
     bus = LocalBus(Path(queue))
     print("ready", flush=True)
     sys.stdin.readline()
