@@ -32,13 +32,18 @@ def _systemd_has_target() -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """True while PID runs (a zombie, exited but not yet reaped by its parent, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): trust kill(0)
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def stop_local_workers(timeout: float) -> str:
