@@ -50,7 +50,7 @@ def make_executor(config: Config) -> Executor:
     if kind == "echo":
         from dorch.executors.echo import EchoExecutor
 
-        return EchoExecutor()
+        return EchoExecutor.from_config(config)
     if kind == "command":
         from dorch.executors.command import CommandExecutor
 
