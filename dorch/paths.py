@@ -33,8 +33,12 @@ def data_dir() -> Path:
 
 
 def worker_state_dir(worker_id: str) -> Path:
-    """Per-worker state: systemd's ``$STATE_DIRECTORY`` for a unit, else under the data dir."""
+    """Per-worker state: systemd's ``$STATE_DIRECTORY`` for a unit, else under the data dir.
+
+    The unit lists ``StateDirectory=dorch/workers/%i dorch`` (the shared queue and this
+    instance's state); systemd sorts parents first in the variable, so take the deepest entry.
+    """
     env = os.environ.get("STATE_DIRECTORY")
     if env:
-        return Path(env.split(":")[0])
+        return max((Path(p) for p in env.split(":") if p), key=lambda p: len(p.parts))
     return data_dir() / "workers" / worker_id
