@@ -78,6 +78,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "executor": {
         "kind": Key(str, "", env="DORCH_EXECUTOR", choices=("", "openclaw", "command", "echo"),
                     help="agent runner (default: openclaw when found, else an error)"),
+        "pass_env": Key(list, [], help="extra environment variable names given to the agent, "
+                        "e.g. ANTHROPIC_API_KEY (never DORCH_* or *TOKEN*)"),
+    },
+    "executor.echo": {
+        "delay": Key(float, 0.0, help="seconds each echo task takes (simulated work, demo)"),
     },
     "executor.openclaw": {
         "path": Key(str, "", env="DORCH_OPENCLAW", help="openclaw binary (default: PATH)"),
@@ -86,8 +91,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "executor.command": {
         "preset": Key(str, "", choices=("", "claude", "codex", "llm")),
-        "argv": Key(list, [], help="argument template: {model} {thinking} {workspace}"),
-        "default_model": Key(str, ""),
+        "argv": Key(list, [], help="argument template: {model} {thinking} {workspace} "
+                    "{prompt_file}; an option whose placeholder is empty is dropped"),
+        "path": Key(str, "", help="program to run instead of the preset's (e.g. a full path)"),
+        "extra_args": Key(list, [], help="arguments appended to the preset's or argv's"),
+        "thinking_map": Key(dict, {}, help="dorch thinking level -> the CLI's value "
+                            "(\"\" drops the option); overrides the preset's map"),
+        "default_model": Key(str, "", help="model used when a task names none"),
     },
     "models": {},   # free-form aliases: name = "provider/model"
     "prices": {},   # free-form: model = { input = $/Mtok, output = $/Mtok }
