@@ -44,7 +44,7 @@ async def _drain(path: Path, name: str, barrier: Barrier | None) -> int:
     return done
 
 
-def _claimer(path: str, name: str, barrier: Barrier, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def _claimer(path: str, name: str, barrier: Barrier, out: mp.Queue) -> None:
     out.put(asyncio.run(_drain(Path(path), name, barrier)))
 
 
@@ -80,7 +80,7 @@ def main() -> None:
         asyncio.run(_fill(many, args.tasks))
         ctx = mp.get_context("spawn")
         barrier = ctx.Barrier(args.procs + 1)
-        out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+        out: mp.Queue = ctx.Queue()
         procs = [ctx.Process(target=_claimer, args=(str(many), f"p{i}", barrier, out))
                  for i in range(args.procs)]
         for p in procs:
