@@ -314,10 +314,22 @@ def test_clear_deletes_only_queued_tasks(bus: LocalBus) -> None:
     assert claim is not None and claim.task.id == done
     run(bus.finish(claim, Result(State.SUCCEEDED)))
     assert run(bus.claim("w", 30)) is not None
+    handed_back = run(bus.claim("w", 30))
+    assert handed_back is not None and handed_back.task.id == queued[0]
+    run(bus.release(handed_back))  # queued again, with an attempt history
     assert run(bus.clear()) == 3
     assert [state_of(bus, t) for t in queued] == [None, None, None]
+    assert bus.history(queued[0]) == []
     assert state_of(bus, done) is State.SUCCEEDED and state_of(bus, running) is State.RUNNING
     assert run(bus.clear()) == 0
+
+
+def test_task_ids_are_never_reused(bus: LocalBus) -> None:
+    """An id printed by `dorch submit` must never name another task later, even after clear."""
+    first = [submit(bus) for _ in range(3)]
+    assert run(bus.clear()) == 3
+    later = submit(bus)
+    assert int(later) > max(int(t) for t in first)
 
 
 def test_status(bus: LocalBus, clock: Clock) -> None:
