@@ -207,13 +207,15 @@ def boot(
     name: str,
     *,
     files: Mapping[str, bytes | str] | None = None,
+    copy_in: Mapping[str, Path] | None = None,
     nspawn_args: tuple[str, ...] = (),
     timeout: float = 60,
 ) -> Iterator[Container]:
     """Boot a container from ROOTFS (read-only, overlaid) and stop it on exit.
 
-    FILES (container path -> content) are written into the overlay before boot: the quickest way
-    to bring in bulk such as a wheelhouse. WORKDIR holds the upper layer, the key and the console
+    FILES (container path -> content) and COPY_IN (container path -> host file or directory) are
+    written into the overlay before boot: the quickest way to bring in bulk such as a wheelhouse.
+    WORKDIR holds the upper layer, the key and the console
     log, and is left behind for post-mortems (the caller's tmp_path is a good choice).
     """
     if not (rootfs / ".complete").exists():
@@ -235,6 +237,13 @@ def boot(
         target = upper / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content.encode() if isinstance(content, str) else content)
+    for path, source in (copy_in or {}).items():
+        target = upper / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, target)
     (upper / "root" / ".ssh").chmod(0o700)
     console = workdir / f"{name}.console.log"
     c = Container(name=name, port=port, key=key, upper=upper, console=console)
