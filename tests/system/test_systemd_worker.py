@@ -96,14 +96,26 @@ class Host:
         return self.dorch(f"submit {shlex.quote(prompt)}").strip()
 
     def task(self, task_id: str) -> dict[str, Any]:
-        return json.loads(self.dorch(f"result {task_id} --json", check=False))  # type: ignore[no-any-return]
+        return json.loads(self.dorch(f"result {task_id} --json", check=False))
 
     def status(self) -> dict[str, Any]:
-        return json.loads(self.dorch("status --json --recent 100"))  # type: ignore[no-any-return]
+        return json.loads(self.dorch("status --json --recent 100"))
 
     def show(self, unit: str, *props: str) -> dict[str, str]:
         out = self.sh(f"systemctl show {unit} -p {','.join(props)}")
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def wait_unit(
+        self, unit: str, what: str, ok: Callable[[dict[str, str]], bool], *props: str,
+        timeout: float = 30,
+    ) -> dict[str, str]:
+        """Poll ``systemctl show`` until OK holds for PROPS; returns them."""
+
+        def probe() -> dict[str, str] | None:
+            shown = self.show(unit, *props)
+            return shown if ok(shown) else None
+
+        return wait_for(probe, timeout, f"{unit} {what}")
 
     def journal(self, unit: str = "") -> str:
         return self.sh(f"journalctl --no-pager -o cat {'-u ' + unit if unit else ''}")
@@ -122,13 +134,13 @@ class Host:
         out = self.dorch(f"result {task_id} --wait --timeout {timeout} --json", check=False)
         if not out.strip():
             pytest.fail(f"task {task_id} did not finish within {timeout} s", pytrace=False)
-        return json.loads(out)  # type: ignore[no-any-return]
+        return json.loads(out)
 
     def start_workers(self) -> None:
         self.sh("systemctl start dorch-workers.target")
         for i in INSTANCES:
-            wait_for(lambda i=i: self.show(f"dorch-worker@{i}", "ActiveState")["ActiveState"]
-                     == "active", 30, f"dorch-worker@{i} to be active")
+            self.wait_unit(f"dorch-worker@{i}", "to be active",
+                           lambda s: s["ActiveState"] == "active", "ActiveState")
 
 
 def unit_of(worker: str) -> str:
@@ -204,10 +216,11 @@ def test_each_task_runs_in_a_fresh_process_on_every_instance(fresh: Host) -> Non
         assert h.wait_finished(tid)["state"] == "succeeded"
     for i in INSTANCES:
         unit = f"dorch-worker@{i}"
-        after = wait_for(lambda unit=unit: (lambda s: s if s["NRestarts"] != "0" and
-                         s["ActiveState"] == "active" else None)(
-                             h.show(unit, "MainPID", "NRestarts", "ActiveState")),
-                         30, f"{unit} to restart after its task")
+        after = h.wait_unit(
+            unit, "to restart after its task",
+            lambda s: s["NRestarts"] != "0" and s["ActiveState"] == "active",
+            "MainPID", "NRestarts", "ActiveState",
+        )
         assert int(after["NRestarts"]) > int(before[i]["NRestarts"])
         assert after["MainPID"] not in ("0", before[i]["MainPID"])
 
@@ -238,9 +251,17 @@ def test_kill_9_mid_task_restarts_the_worker_and_the_task_completes(fresh: Host)
     before = h.show(unit, "MainPID", "NRestarts")
     h.sh(f"kill -9 {before['MainPID']}")
     # systemd restarts the killed instance; its lease expires and a worker runs attempt 2.
-    wait_for(lambda: int(h.show(unit, "NRestarts")["NRestarts"]) > int(before["NRestarts"]),
-             30, f"{unit} to be restarted")
+    h.wait_unit(unit, "to be restarted",
+                lambda s: int(s["NRestarts"]) > int(before["NRestarts"]), "NRestarts")
     assert "status=9/KILL" in h.journal(unit)
+
+    def attempt_2_running() -> bool:
+        view = h.task(tid)
+        return view["state"] == "running" and view["task"]["attempt"] == 2
+
+    wait_for(attempt_2_running, 60, f"task {tid} to run again once its lease expired")
+    # The killed worker's agent went with it (KillMode=mixed): only attempt 2's agent is left.
+    assert h.sh("pgrep -c -f dorch-test-agent").strip() == "1"
     h.release("k9")
     done = h.wait_finished(tid, timeout=60)
     assert done["state"] == "succeeded", done
@@ -252,9 +273,8 @@ def test_bad_config_exits_78_and_the_unit_stays_stopped(fresh: Host) -> None:
     h = fresh
     h.c.write("/etc/dorch/config.toml", CONFIG + "\n[worker.typo]\nspeed = 1\n")
     h.sh("systemctl start dorch-worker@1", check=False)  # Type=notify: the start job fails
-    s = wait_for(lambda: (lambda s: s if s["ActiveState"] == "failed" else None)(
-        h.show("dorch-worker@1", "Result", "ExecMainStatus", "ActiveState", "SubState",
-               "NRestarts")), 30, "dorch-worker@1 to fail")
+    s = h.wait_unit("dorch-worker@1", "to fail", lambda s: s["ActiveState"] == "failed",
+                    "Result", "ExecMainStatus", "ActiveState", "SubState", "NRestarts")
     # "failed", not "activating (auto-restart)": no restart is scheduled.
     assert s == {"Result": "exit-code", "ExecMainStatus": "78", "ActiveState": "failed",
                  "SubState": "failed", "NRestarts": "0"}
@@ -313,3 +333,14 @@ def test_token_reaches_the_service_only_through_its_credentials(fresh: Host, tok
     for name in ("CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_USEC", "INVOCATION_ID"):
         assert f"{name}=" not in env, env
     assert token not in h.journal()
+
+
+def test_an_admin_in_group_dorch_submits_to_the_shared_queue(fresh: Host) -> None:
+    h = fresh
+    h.start_workers()  # the workers create the queue first, as on a running server
+    h.wait_finished(h.submit("warm up"))
+    h.sh("id alice >/dev/null 2>&1 || useradd --create-home --groups dorch alice")
+    tid = h.sh(f"cd / && sudo -u alice {DORCH} submit 'from alice'").strip()
+    done = h.wait_finished(tid)
+    assert done["state"] == "succeeded" and done["task"]["submitter"].startswith("alice@"), done
+    assert h.sh(f"cd / && sudo -u alice {DORCH} result {tid}").strip() == "from alice"
