@@ -7,8 +7,11 @@ the reason, so a developer without root is not blocked. ``$DORCH_ROOTFS`` picks 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -80,6 +83,15 @@ def wheelhouse(system_ready: None, tmp_path_factory: pytest.TempPathFactory) -> 
     _run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(nspawn.REPO)],
          "building the dorch wheel")
     wheel = next(out.glob("dorch-*.whl"))
+    # Dependency wheels are cached per pyproject.toml (same dependencies -> same wheels).
+    digest = hashlib.sha256((nspawn.REPO / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    cache = nspawn.REPO / ".cache" / f"wheelhouse-deps-{digest}"
+    if (cache / ".complete").exists():
+        for cached in cache.glob("*.whl"):
+            shutil.copy2(cached, out)
+        FACTS.append(f"wheelhouse: dorch built, dependencies cached, in "
+                     f"{time.monotonic() - started:.0f} s")
+        return out
     # The container runs Debian 12's CPython 3.11: a 3.11 host resolves natively (as a user
     # would); any other host asks for 3.11 manylinux wheels explicitly.
     target: list[str] = []
@@ -88,6 +100,16 @@ def wheelhouse(system_ready: None, tmp_path_factory: pytest.TempPathFactory) -> 
                   "--platform", f"manylinux_2_36_{platform.machine()}"]
     _run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
           "--dest", str(out), *target, str(wheel)], "downloading dependency wheels")
+    partial = cache.with_name(cache.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for dep in out.glob("*.whl"):
+        if dep != wheel:
+            shutil.copy2(dep, partial)
+    (partial / ".complete").touch()
+    with contextlib.suppress(OSError):  # another run may have cached the same set first
+        partial.rename(cache)
+    shutil.rmtree(partial, ignore_errors=True)
     FACTS.append(f"wheelhouse: {len(list(out.glob('*.whl')))} wheels in "
                  f"{time.monotonic() - started:.0f} s")
     return out

@@ -8,11 +8,18 @@ scenario and the .deb test.
 
     with boot(rootfs, workdir, name="web1") as c:
         c.ssh("systemctl is-active ssh")
+
+From a playbook or a shell (molecule's create/destroy), containers that outlive the command:
+
+    python -m tests.system.nspawn up web1 web2 --workdir DIR   # prints [{name, port, key, ...}]
+    python -m tests.system.nspawn down web1 web2 --workdir DIR
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -23,6 +30,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ROOTFS = REPO / ".cache" / "rootfs-bookworm"
@@ -88,6 +96,7 @@ class Container:
     key: Path
     upper: Path
     console: Path
+    pid: int = 0
     process: subprocess.Popen[bytes] | None = None
     boot_seconds: float = 0.0
     _options: list[str] = field(default_factory=list)
@@ -159,19 +168,52 @@ class Container:
             return "(no console output)"
         return "\n".join(text.splitlines()[-lines:])
 
+    def record(self) -> dict[str, Any]:
+        """What another process needs to reach or stop this container (see ``load``)."""
+        return {"name": self.name, "host": "127.0.0.1", "port": self.port, "user": "root",
+                "key": str(self.key), "pid": self.pid, "upper": str(self.upper),
+                "console": str(self.console)}
+
+    def running(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return self.pid > 0 and _alive(self.pid)
+
     def stop(self, timeout: float = 30) -> None:
         """Power off cleanly; SIGKILL the nspawn process if that takes longer than TIMEOUT."""
-        proc = self.process
-        if proc is None or proc.poll() is not None:
+        if not self.running():
             return
-        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-            # nspawn turns SIGTERM into an orderly shutdown of the booted container (--kill-signal).
-            proc.send_signal(signal.SIGTERM)
+        # nspawn turns SIGTERM into an orderly shutdown of the booted container (--kill-signal).
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        if not _wait_gone(self, timeout):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            _wait_gone(self, 10)
+
+
+def _alive(pid: int) -> bool:
+    """True while PID runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _wait_gone(c: Container, timeout: float) -> bool:
+    if c.process is not None:
         try:
-            proc.wait(timeout)
+            c.process.wait(timeout)
+            return True
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+            return False
+    deadline = time.monotonic() + timeout
+    while _alive(c.pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _wait_booted(c: Container, timeout: float) -> None:
@@ -200,8 +242,7 @@ def _wait_booted(c: Container, timeout: float) -> None:
     )
 
 
-@contextlib.contextmanager
-def boot(
+def start(
     rootfs: Path,
     workdir: Path,
     name: str,
@@ -210,19 +251,21 @@ def boot(
     copy_in: Mapping[str, Path] | None = None,
     nspawn_args: tuple[str, ...] = (),
     timeout: float = 60,
-) -> Iterator[Container]:
-    """Boot a container from ROOTFS (read-only, overlaid) and stop it on exit.
+) -> Container:
+    """Boot a container from ROOTFS (read-only, overlaid); it runs until ``stop()``.
 
     FILES (container path -> content) and COPY_IN (container path -> host file or directory) are
     written into the overlay before boot: the quickest way to bring in bulk such as a wheelhouse.
-    WORKDIR holds the upper layer, the key and the console
-    log, and is left behind for post-mortems (the caller's tmp_path is a good choice).
+    WORKDIR holds the upper layer (a fresh one each boot), the key, the console log and a
+    NAME.json record (for ``python -m tests.system.nspawn down``); it is left behind for
+    post-mortems.
     """
     if not (rootfs / ".complete").exists():
         raise ContainerError(f"{rootfs}: no complete root; run .ci/build-rootfs {rootfs}")
     workdir.mkdir(parents=True, exist_ok=True)
     key = ssh_keypair(workdir / "ssh")
     upper = workdir / f"{name}.upper"
+    shutil.rmtree(upper, ignore_errors=True)
     port = free_port()
     seed: dict[str, bytes | str] = {
         "/etc/ssh/sshd_config.d/dorch-test.conf": (
@@ -256,9 +299,60 @@ def boot(
     with console.open("wb") as log:
         c.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                      start_new_session=True)
+    c.pid = c.process.pid
     try:
         _wait_booted(c, timeout)
-        c.boot_seconds = time.monotonic() - started
+    except BaseException:
+        c.stop()
+        raise
+    c.boot_seconds = time.monotonic() - started
+    (workdir / f"{name}.json").write_text(json.dumps(c.record(), indent=2))
+    return c
+
+
+@contextlib.contextmanager
+def boot(rootfs: Path, workdir: Path, name: str, **options: Any) -> Iterator[Container]:
+    """``start`` a container for the duration of a ``with`` block (options as for ``start``)."""
+    c = start(rootfs, workdir, name, **options)
+    try:
         yield c
     finally:
         c.stop()
+
+
+def load(workdir: Path, name: str) -> Container:
+    """The container ``start`` recorded in WORKDIR (e.g. started by another process)."""
+    try:
+        record = json.loads((workdir / f"{name}.json").read_text())
+    except FileNotFoundError:
+        raise ContainerError(f"no container {name!r} recorded in {workdir}") from None
+    return Container(name=record["name"], port=record["port"], key=Path(record["key"]),
+                     upper=Path(record["upper"]), console=Path(record["console"]),
+                     pid=record["pid"])
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """CLI for playbooks and shells: ``up NAME...`` boots and prints each container's record as
+    JSON (ssh port, key, pid); ``down NAME...`` powers them off."""
+    parser = argparse.ArgumentParser(prog="python -m tests.system.nspawn", description=_main.__doc__)
+    parser.add_argument("action", choices=("up", "down"))
+    parser.add_argument("names", nargs="+", metavar="NAME")
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--rootfs", type=Path, default=DEFAULT_ROOTFS)
+    parser.add_argument("--timeout", type=float, default=60)
+    args = parser.parse_args(argv)
+    records = []
+    for name in args.names:
+        if args.action == "up":
+            ensure_rootfs(args.rootfs)
+            records.append(start(args.rootfs, args.workdir, name, timeout=args.timeout).record())
+        else:
+            with contextlib.suppress(ContainerError):
+                load(args.workdir, name).stop(args.timeout)
+    if records:
+        print(json.dumps(records, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
