@@ -90,7 +90,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                       "$OPENCLAW_CONFIG_PATH, else ~/.openclaw/openclaw.json when present)"),
         "node": Key(str, "", env="DORCH_OPENCLAW_NODE",
                     help="node binary running openclaw (>= 24.16 <25 or >= 26.1; default: PATH)"),
-        "timeout_margin": Key(float, 30.0, help="seconds after the task timeout before dorch "
+        "timeout_margin": Key(float, 20.0, help="seconds after the task timeout before dorch "
                               "kills an openclaw that has not reported its own timeout"),
         "extra_args": Key(list, [], help="more `openclaw agent exec` arguments"),
     },

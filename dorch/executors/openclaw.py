@@ -77,7 +77,7 @@ class OpenClawExecutor:
         extra_args: Sequence[str] = (),
         pass_env: Sequence[str] = (),
         prices: Mapping[str, Mapping[str, float]] | None = None,
-        timeout_margin: float = 30.0,
+        timeout_margin: float = 20.0,
         grace: float = 5.0,
     ) -> None:
         self.program = program

@@ -16,6 +16,7 @@ conversations never mix. Turns (helpers below build them):
     {"text": "answer"}                              a plain answer
     {"tool": "write", "args": {...}}                a tool call (the name must be offered)
     {"slow": 60, "text": "late"}                    wait (cut short when the server stops), answer
+    {"hold": 120, "text": "answer"}                 wait until ``release()`` (at most 120 s), answer
     {"error": 500, "message": "boom"}               an HTTP error with an OpenAI error body
     any turn may add "usage": {"prompt_tokens": n, "completion_tokens": m}
 
@@ -64,6 +65,10 @@ def tool(name: str, **args: Any) -> Turn:
 
 def slow(seconds: float, answer: str = "too late") -> Turn:
     return {"slow": seconds, "text": answer}
+
+
+def hold(answer: str, seconds: float = 240) -> Turn:
+    return {"hold": seconds, "text": answer}
 
 
 def error(status: int, message: str) -> Turn:
@@ -142,6 +147,7 @@ class FakeModel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Condition | None = None
         self._closing: asyncio.Event | None = None
+        self._released: asyncio.Event | None = None
         self._ids = 0
 
     @property
@@ -154,6 +160,7 @@ class FakeModel:
         self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Condition()
         self._closing = asyncio.Event()
+        self._released = asyncio.Event()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/chat/completions", self._chat)
@@ -213,6 +220,11 @@ class FakeModel:
         future = asyncio.run_coroutine_threadsafe(self.wait_requests(count, timeout), self._loop)
         return future.result(timeout + 5)
 
+    def release(self) -> None:
+        """Let every held reply (``hold`` turns) answer, now and from now on. Thread-safe."""
+        assert self._loop is not None and self._released is not None, "server not started"
+        self._loop.call_soon_threadsafe(self._released.set)
+
     # -- handlers ----------------------------------------------------------------------------
 
     async def _models(self, request: web.Request) -> web.Response:
@@ -237,6 +249,16 @@ class FakeModel:
                 await asyncio.wait_for(self._closing.wait(), float(turn["slow"]))
             if self._closing.is_set():
                 return _error_response(503, "fake model shutting down")
+        if "hold" in turn:
+            assert self._closing is not None and self._released is not None
+            waits = {asyncio.ensure_future(self._closing.wait()),
+                     asyncio.ensure_future(self._released.wait())}
+            _, pending = await asyncio.wait(waits, timeout=float(turn["hold"]),
+                                            return_when=asyncio.FIRST_COMPLETED)
+            for waiter in pending:
+                waiter.cancel()
+            if not self._released.is_set():
+                return _error_response(503, "fake model: held reply never released")
         if "error" in turn:
             return _error_response(int(turn["error"]), str(turn.get("message", "error")))
         if body.get("stream"):
