@@ -138,8 +138,8 @@ def test_config_show_names_sources(home: DorchHome) -> None:
 
 
 def test_up_and_stop(home: DorchHome) -> None:
-    up = subprocess.Popen([DORCH, "up", "--workers", "2"], env=home.env(), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    up = subprocess.Popen([DORCH, "up", "--workers", "2"], env=home.env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pidfile = home.root / "data" / "up.pid"
     wait_until(pidfile.exists, what="the supervisor's pidfile")
     task_id = home.dorch("submit", "hi").stdout.strip()
@@ -166,8 +166,8 @@ def test_ctrl_c_on_up_hands_tasks_back(home: DorchHome) -> None:
                    executor__command={"argv": agent_command("recording_agent.py", str(log))},
                    worker={"lease_seconds": 30, "heartbeat_seconds": 1})
     task_id = home.dorch("submit", "SLOW").stdout.strip()
-    up = subprocess.Popen([DORCH, "up", "--workers", "1"], env=home.env(), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    up = subprocess.Popen([DORCH, "up", "--workers", "1"], env=home.env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until((home.root / "exec.jsonl.started").exists, what="the agent to start")
     up.send_signal(signal.SIGINT)
     assert up.wait(timeout=30) == 0

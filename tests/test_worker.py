@@ -78,14 +78,15 @@ def test_eight_workers_300_tasks_each_executed_exactly_once(home: DorchHome) -> 
     prompts = [f"task {i}" for i in range(300)]
     for p in prompts:
         submit(home, p)
-    up = subprocess.Popen([sys.executable, "-m", "dorch", "up", "--workers", "8"], env=home.env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(home.root / "up.log", "w") as out:
+        up = subprocess.Popen([sys.executable, "-m", "dorch", "up", "--workers", "8"],
+                              env=home.env(), stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: home.call("status").counts.get("succeeded", 0) == 300, timeout=240,
+        wait_until(lambda: home.call("status").counts.get("succeeded", 0) == 300, timeout=600,
                    what="300 tasks to succeed")
     finally:
         up.send_signal(signal.SIGTERM)
-        up.communicate(timeout=60)
+        up.wait(timeout=60)
     ran = Counter(executions(log))
     assert sorted(ran) == sorted(prompts)
     assert [p for p, n in ran.items() if n > 1] == []
