@@ -1,8 +1,9 @@
 """Fixtures for the system tests: a Debian 12 root, a wheelhouse of dorch and its dependencies.
 
 Under CI (``$CI`` set) a missing requirement FAILS the tests; elsewhere they are skipped with
-the reason, so a developer without root is not blocked. ``$DORCH_ROOTFS`` picks the cached root
-(default .cache/rootfs-bookworm, built on first use by .ci/build-rootfs).
+the reason, so a developer without root is not blocked. ``$DORCH_TEST_ROOTFS`` (or
+``$DORCH_ROOTFS``) picks the cached root (default .cache/rootfs-bookworm, built on first use by
+.ci/build-rootfs).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def system_ready() -> None:
 
 @pytest.fixture(scope="session")
 def rootfs(system_ready: None) -> Path:
-    path = Path(os.environ.get("DORCH_ROOTFS") or nspawn.DEFAULT_ROOTFS).resolve()
+    path = Path(os.environ.get("DORCH_TEST_ROOTFS") or os.environ.get("DORCH_ROOTFS")
+                or nspawn.DEFAULT_ROOTFS).resolve()
     started = time.monotonic()
     fresh = not (path / ".complete").exists()
     nspawn.ensure_rootfs(path)
