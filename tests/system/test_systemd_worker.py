@@ -344,3 +344,30 @@ def test_an_admin_in_group_dorch_submits_to_the_shared_queue(fresh: Host) -> Non
     done = h.wait_finished(tid)
     assert done["state"] == "succeeded" and done["task"]["submitter"].startswith("alice@"), done
     assert h.sh(f"cd / && sudo -u alice {DORCH} result {tid}").strip() == "from alice"
+
+
+def test_watchdog_pings_keep_a_long_task_alive_and_status_shows_it(fresh: Host) -> None:
+    h = fresh
+    watchdog = 2
+    h.c.write("/etc/systemd/system/dorch-worker@1.service.d/watchdog.conf",
+              f"[Service]\nWatchdogSec={watchdog}\n")
+    try:
+        h.sh("systemctl daemon-reload && systemctl start dorch-worker@1")
+        tid = h.submit("hold watchdog")
+        view = h.wait_running(tid)
+        before = h.show("dorch-worker@1", "MainPID", "NRestarts")
+        status = h.show("dorch-worker@1", "StatusText")["StatusText"]
+        assert f"running task {tid}" in status, status
+
+        def ran_three_watchdog_periods() -> bool:
+            now = float(h.sh("date +%s.%N"))
+            return now - float(view["started_at"]) > 3 * watchdog
+
+        # Time itself is what is tested: a worker that stopped pinging is killed after 2 s.
+        wait_for(ran_three_watchdog_periods, 30, "the task to run for 3 watchdog periods")
+        assert h.show("dorch-worker@1", "MainPID", "NRestarts") == before
+        assert "watchdog timeout" not in h.journal("dorch-worker@1").lower()
+        h.release("watchdog")
+        assert h.wait_finished(tid)["state"] == "succeeded"
+    finally:
+        h.sh("rm -rf /etc/systemd/system/dorch-worker@1.service.d && systemctl daemon-reload")
