@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,8 @@ import pytest
 from dorch.discord.emulator import Emulator, EmulatorConfig
 from dorch.discord.emulator.config import DEFAULT
 from dorch.discord.emulator.remote import EmulatorProcess
+from tests.discord.emulator_api import MakeEmulator, MakeEmulatorProc
 
-MakeEmulator = Callable[..., Emulator]
-MakeEmulatorProc = Callable[..., EmulatorProcess]
 
 
 def emulator_config(config: EmulatorConfig | dict[str, Any] | None = None,

@@ -13,8 +13,11 @@ from urllib.parse import quote
 import aiohttp
 
 from dorch.discord.emulator import Emulator
+from dorch.discord.emulator.remote import EmulatorProcess
 
 T = TypeVar("T")
+MakeEmulator = Callable[..., Emulator]  # the make_emulator fixture (tests/discord/conftest.py)
+MakeEmulatorProc = Callable[..., EmulatorProcess]  # the make_emulator_proc fixture
 
 
 @dataclass

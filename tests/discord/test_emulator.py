@@ -6,8 +6,7 @@ import asyncio
 
 from dorch.discord.emulator import Emulator
 from dorch.discord.emulator.snowflake import DISCORD_EPOCH_MS, time_ms
-from tests.discord.conftest import MakeEmulator
-from tests.discord.emulator_api import Api, run
+from tests.discord.emulator_api import Api, MakeEmulator, run
 
 ROOMY = {"routes": {"default": {"limit": 100}}}  # for tests that read more than 5 times a second
 
