@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers import wait_until
 from tests.openclaw.conftest import (
+    RUN_WAIT,
     Fleet,
     alive,
     descendants,
@@ -87,17 +89,17 @@ def test_a_slow_model_times_out_and_leaves_no_process_behind(fleet: Fleet) -> No
     fleet.fake.rules = [rule(slow(600), match="take your time")]
     task_id = fleet.submit("take your time")
     worker = fleet.start_worker("1")
-    fleet.fake.wait_requests_sync(1, timeout=240)
-    tree = descendants(worker.pid)
-    assert tree, "openclaw runs below the worker"
-    pgid = pgid_of(tree[0])
-    assert pgid != pgid_of(worker.pid), "the agent has its own process group"
+    # The openclaw process, first thing the worker starts (on a loaded machine OpenClaw may not
+    # even reach the model within 10 s: then dorch's own deadline stops it, same outcome).
+    launcher = wait_until(lambda: descendants(worker.pid)[:1], RUN_WAIT, "openclaw to start")[0]
+    pgid = pgid_of(launcher)
+    assert pgid == launcher != pgid_of(worker.pid), "the agent leads its own process group"
     assert fleet.finish(worker) == 0, fleet.log(worker)
 
     view = fleet.result(task_id)
     assert view["state"] == "timed_out", view["result"]
-    assert group_members(pgid) == [], "no process left in the agent's group"
-    assert wait_gone(tree, timeout=1) == []
+    assert "10 s" in view["result"]["error"] or "timed out" in view["result"]["error"]
+    assert group_members(pgid) == [], "no process left in the agent's process group"
 
 
 def test_cancel_mid_run_kills_openclaw_and_its_children(fleet: Fleet) -> None:
