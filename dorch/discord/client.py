@@ -53,6 +53,14 @@ MAX_NONCE = 25
 CLOUDFLARE_BACKOFF = 3600.0  # s: a ban without Retry-After lasts about an hour
 ARCHIVE_DURATIONS = (60, 1440, 4320, 10080)
 _RETRY_STATUSES = frozenset({500, 502, 503, 504, 520, 521, 522, 523, 524})
+_REACTIONS = "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}"
+# Routes known to share one bucket, so the first answer of one teaches the others: adding and
+# removing reactions do (a remove right after an add would otherwise be sent blind, and 429).
+_SHARED_ROUTES = {
+    f"PUT {_REACTIONS}/@me": "reactions",
+    f"DELETE {_REACTIONS}/@me": "reactions",
+    f"DELETE {_REACTIONS}/{{user_id}}": "reactions",
+}
 
 
 class _Secret:
@@ -168,6 +176,11 @@ class DiscordClient:
                 headers={"User-Agent": self.user_agent},
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             )
+            # aiohttp silently resends an idempotent request once when a kept-alive connection
+            # drops; every try must pass the rate limiter and be counted, so the loop above
+            # does all retrying (aiohttp's own test client turns it off the same way).
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
         return self._session
 
     # -- the request loop ----------------------------------------------------------------------
@@ -183,6 +196,7 @@ class DiscordClient:
         params = dict(params or {})
         path = template.format(**{k: quote(str(v), safe=":@") for k, v in params.items()})
         route = f"{method} {template}"
+        route = _SHARED_ROUTES.get(route, route)
         major = _major(params)
         url = self.api_base + path
         if query:
@@ -466,22 +480,20 @@ class DiscordClient:
 
     # -- reactions -----------------------------------------------------------------------------
 
-    _REACTIONS = "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}"
-
     async def add_reaction(self, channel_id: int | str, message_id: int | str, emoji: str) -> None:
         """React with EMOJI (unicode, or ``name:id`` for a custom one)."""
-        await self.request("PUT", self._REACTIONS + "/@me",
+        await self.request("PUT", _REACTIONS + "/@me",
                            {"channel_id": channel_id, "message_id": message_id, "emoji": emoji})
 
     async def remove_own_reaction(self, channel_id: int | str, message_id: int | str,
                                   emoji: str) -> None:
-        await self.request("DELETE", self._REACTIONS + "/@me",
+        await self.request("DELETE", _REACTIONS + "/@me",
                            {"channel_id": channel_id, "message_id": message_id, "emoji": emoji})
 
     async def remove_user_reaction(self, channel_id: int | str, message_id: int | str, emoji: str,
                                    user_id: int | str) -> None:
         """Remove another user's reaction (needs MANAGE_MESSAGES)."""
-        await self.request("DELETE", self._REACTIONS + "/{user_id}",
+        await self.request("DELETE", _REACTIONS + "/{user_id}",
                            {"channel_id": channel_id, "message_id": message_id, "emoji": emoji,
                             "user_id": user_id})
 
@@ -491,7 +503,7 @@ class DiscordClient:
         if not 1 <= limit <= 100:
             raise ValueError("limit must be between 1 and 100")
         result: list[dict[str, Any]] = await self.request(
-            "GET", self._REACTIONS, {"channel_id": channel_id, "message_id": message_id,
+            "GET", _REACTIONS, {"channel_id": channel_id, "message_id": message_id,
                                      "emoji": emoji},
             query={"after": after, "limit": limit})
         return result

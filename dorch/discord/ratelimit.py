@@ -8,7 +8,8 @@ window), no global 429 in force, and fewer than ``global_limit`` requests of thi
 last ``global_per`` seconds (Discord's 50/s, enforced before sending instead of learned from
 429s). Answers update the bucket: the lower ``remaining`` and the later reset win, so responses
 arriving out of order never loosen a limit. A 429 empties the bucket until ``retry_after``
-(hidden sub-limits answer 429 while ``Remaining`` > 0).
+(hidden sub-limits answer 429 while ``Remaining`` > 0; their ``retry_after`` may end before the
+window does, and then the bucket reopens as a fresh window).
 
 The state lives in a ``SharedState`` file per token, so several workers sharing one bot token
 on a host keep to one budget. Times are wall-clock (``time.time``) so they mean the same in
@@ -177,8 +178,9 @@ class RateLimiter:
                 wait = 1.0 if learned is None else learned
                 if b is None:
                     b = buckets[key] = [1, 0, now + wait, KNOWN]
+                # retry_after rules, even before the window's end: a hidden sub-limit is shorter
                 b[_REMAINING] = 0
-                b[_RESET] = max(b[_RESET], now + wait) if b[_STATE] == KNOWN else now + wait
+                b[_RESET] = now + wait
                 b[_STATE] = KNOWN
 
     async def acquire(self, route: str, major: str, *, max_wait: float,
