@@ -109,7 +109,8 @@ def test_cancel_mid_run_kills_openclaw_and_its_children(fleet: Fleet) -> None:
     worker = fleet.start_worker("1")
     fleet.fake.wait_requests_sync(1, timeout=240)
     tree = descendants(worker.pid)
-    assert tree and all(alive(p) for p in tree)
+    # openclaw's launcher re-executes node with its compile cache: a child to kill as well.
+    assert len(tree) >= 2 and all(alive(p) for p in tree), tree
 
     assert fleet.home.dorch("cancel", task_id).returncode == 0
     assert fleet.finish(worker, timeout=60) == 0, fleet.log(worker)
