@@ -143,7 +143,7 @@ class Worker:
         stop_wait = asyncio.create_task(self._stop.wait())
         reason = "done"
         # Safety net: the executor enforces the task timeout; this catches an executor that hangs.
-        hard_deadline = started + (w["task_timeout"] or float("inf")) + w["stop_grace"] + 30
+        hard_deadline = started + (w["task_timeout"] or float("inf")) + w["stop_grace"] + 60
         try:
             while not run.done():
                 timeout = min(w["heartbeat_seconds"], max(hard_deadline - time.monotonic(), 0))

@@ -123,6 +123,8 @@ def _print_view(view: TaskView, as_json: bool) -> int:
         res = view.result
         if res is not None and res.output:
             typer.echo(res.output, nl=not res.output.endswith("\n"))
+        if res is not None and res.usage.get("summary"):
+            typer.echo(f"-- {res.usage['summary']}", err=True)
         if res is not None and view.state.value != "succeeded":
             typer.echo(f"task {view.task.id} {view.state.value}: {res.error}", err=True)
             if res.stderr_tail:
