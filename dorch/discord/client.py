@@ -229,6 +229,9 @@ class DiscordClient:
                             self.max_tries)
                 await self._backoff(attempt)
                 continue
+            except BaseException:  # cancelled: the reservation is no longer in flight
+                self.limiter.update(route, major, None)
+                raise
             info = RateLimitInfo.parse(resp_headers)
             elapsed = (time.monotonic() - started) * 1000
             log.debug("%s %s -> %d in %.0f ms (bucket %s remaining %s reset in %s)", method, path,
@@ -292,6 +295,7 @@ class DiscordClient:
             except ValueError:
                 ban = CLOUDFLARE_BACKOFF
             self.invalid.ban(ban)
+            self.limiter.update(route, major, None)
             log.critical("CLOUDFLARE BAN: Discord's edge refused %s %s with a bare 429; every "
                          "dorch process on this host stops sending to Discord for %.0f s. Find "
                          "what keeps failing (revoked token, missing permission) first.",

@@ -47,8 +47,8 @@ class InvalidRequestCounter:
 
     def record(self, n: int = 1) -> int:
         """Count N invalid requests now; returns the host's count in the window."""
-        now = self.clock()
         with self.state.locked() as doc:
+            now = self.clock()  # inside the lock: times in the file never run ahead of it
             bins = self._bins(doc, now)
             key = str(int(now // BIN))
             bins[key] = bins.get(key, 0) + n
@@ -59,21 +59,21 @@ class InvalidRequestCounter:
         return total
 
     def count(self) -> int:
-        now = self.clock()
         with self.state.locked() as doc:
+            now = self.clock()  # inside the lock: times in the file never run ahead of it
             return sum(self._bins(doc, now).values())
 
     def ban(self, seconds: float) -> None:
         """Record a Cloudflare ban of SECONDS for the whole host."""
-        now = self.clock()
         with self.state.locked() as doc:
+            now = self.clock()  # inside the lock: times in the file never run ahead of it
             doc["banned_until"] = max(float(doc.get("banned_until", 0) or 0), now + seconds)
 
     def delay(self) -> float:
         """Seconds to wait before the next request (0 normally). Raises ``CloudflareBan`` during
         a recorded ban and ``TooManyInvalidRequests`` at the limit."""
-        now = self.clock()
         with self.state.locked() as doc:
+            now = self.clock()  # inside the lock: times in the file never run ahead of it
             banned = float(doc.get("banned_until", 0) or 0) - now
             bins = self._bins(doc, now)
         if banned > 0:

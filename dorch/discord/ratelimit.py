@@ -23,19 +23,24 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeGuard
 
 from dorch.discord.errors import RateLimited
 from dorch.discord.shared_state import SharedState
 
 log = logging.getLogger(__name__)
 
+PENDING_TTL = 60.0  # s after which an unanswered reservation is forgotten (its process died)
 PROVISIONAL_TTL = 10.0  # s a first request may hold an unknown bucket before another may try
 POLL = 0.05  # s between looks at a bucket whose reset is not known yet
 GLOBAL_MARGIN = 0.05  # s added to the global window: send and arrival times differ a little
 MAX_RESET = 24 * 3600.0
-_LIMIT, _REMAINING, _RESET, _STATE = range(4)
+_LIMIT, _REMAINING, _RESET, _STATE, _SINCE, _PENDING = range(6)
 # _STATE: the bucket's window is known (from headers), the bucket is unknown (provisional, one
 # request at a time), or a fresh window began whose end no answer has told yet.
+# _SINCE: when the bucket's current window began here; an answer whose reset comes before it
+# belongs to an earlier window (a late answer) and teaches nothing. _PENDING: times of the
+# reservations not answered yet (a request reserved late in one window may arrive in the next).
 KNOWN, PROVISIONAL, FRESH = 0, 1, 2
 
 
@@ -77,6 +82,12 @@ class RateLimitInfo:
         return None not in (self.limit, self.remaining, self.reset_after)
 
 
+def _valid(b: object, now: float) -> TypeGuard[list[Any]]:
+    """B is a bucket as this version writes them, with a believable reset time."""
+    return (isinstance(b, list) and len(b) == 6 and isinstance(b[_PENDING], list)
+            and now - MAX_RESET < b[_RESET] < now + MAX_RESET)
+
+
 class RateLimiter:
     """Reservations against one token's buckets. ``try_acquire`` and ``update`` are the
     arithmetic (unit-tested with a fake clock); ``acquire`` waits for a reservation."""
@@ -97,40 +108,50 @@ class RateLimiter:
         return f"b:{bucket}:{major}" if bucket else f"r:{route}:{major}"
 
     @staticmethod
-    def _section(doc: dict[str, object], name: str) -> dict[str, list[float]]:
+    def _section(doc: dict[str, object], name: str) -> dict[str, list[Any]]:
         section = doc.get(name)
         if not isinstance(section, dict):
             section = doc[name] = {}
         return section
 
+    def _pending(self, b: list[Any], now: float) -> list[float]:
+        """B's reservations still unanswered (a crashed process's expire after PENDING_TTL)."""
+        live = [t for t in b[_PENDING] if now - PENDING_TTL < t]
+        b[_PENDING] = live
+        return live
+
     def try_acquire(self, route: str, major: str) -> float:
         """Reserve one request on ROUTE/MAJOR: 0.0 if reserved, else seconds to wait first."""
-        now = self.clock()
         with self.state.locked() as doc:
+            now = self.clock()  # inside the lock: times in the file never run ahead of it
             until = float(doc.get("global_until", 0) or 0)
             if now < until < now + MAX_RESET:
                 return until - now
             sent = [t for t in doc.get("sent", []) if isinstance(t, int | float)
-                    and now - self.global_window < t <= now]
+                    and now - self.global_window < t]
             if len(sent) >= self.global_limit:
                 doc["sent"] = sent
                 return max(0.001, min(sent) + self.global_window - now)
             buckets = self._section(doc, "buckets")
             key = self._key(doc, route, major)
             b = buckets.get(key)
-            if not isinstance(b, list) or len(b) != 4 or not now - MAX_RESET < b[_RESET] < now + MAX_RESET:
-                b = buckets[key] = [1, 1, now + PROVISIONAL_TTL, PROVISIONAL]
+            if not _valid(b, now):
+                b = buckets[key] = [1, 1, now + PROVISIONAL_TTL, PROVISIONAL, now, []]
+            pending = self._pending(b, now)
             if b[_RESET] <= now:  # the window is over: a fresh one, whose end is not known yet
                 if b[_STATE] == PROVISIONAL:
                     b[_LIMIT] = 1
                 else:
                     b[_STATE] = FRESH
-                b[_REMAINING] = b[_LIMIT]
-                b[_RESET] = now + PROVISIONAL_TTL
+                # requests still in flight may yet land in the new window: count them in it
+                b[_REMAINING] = max(0, b[_LIMIT] - len(pending))
+                b[_RESET] = now + PROVISIONAL_TTL  # until an answer tells the real end
+                b[_SINCE] = now
             if b[_REMAINING] < 1:
                 left = b[_RESET] - now
                 return max(0.001, left if b[_STATE] == KNOWN else min(left, POLL))
             b[_REMAINING] -= 1
+            pending.append(now)
             sent.append(now)
             doc["sent"] = sent[-self.global_limit:]
             self._prune(buckets, now)
@@ -139,11 +160,17 @@ class RateLimiter:
     def update(self, route: str, major: str, info: RateLimitInfo | None, *, status: int = 0,
                retry_after: float | None = None) -> None:
         """Learn from the answer to a reserved request (``info=None``: no answer came)."""
-        now = self.clock()
         with self.state.locked() as doc:
+            now = self.clock()  # inside the lock: times in the file never run ahead of it
             buckets = self._section(doc, "buckets")
             key = self._key(doc, route, major)
             b = buckets.get(key)
+            if not _valid(b, now):
+                b = None
+            if b is not None:  # this request is no longer in flight
+                pending = self._pending(b, now)
+                if pending:
+                    pending.remove(min(pending))
             if info is not None and info.bucket:
                 routes = self._section(doc, "routes")
                 if routes.get(route) != info.bucket:
@@ -152,6 +179,8 @@ class RateLimiter:
                         del buckets[key]
                     key = self._key(doc, route, major)
                     b = buckets.get(key)
+                    if not _valid(b, now):
+                        b = None
             if status == 429 and info is not None and (info.is_global or info.scope == "global"):
                 wait = retry_after if retry_after is not None else 1.0
                 doc["global_until"] = max(float(doc.get("global_until", 0) or 0), now + wait)
@@ -164,7 +193,11 @@ class RateLimiter:
                 assert info.reset_after is not None
                 reset = now + info.reset_after
                 if b is None or b[_STATE] == PROVISIONAL or b[_RESET] <= now:
-                    b = buckets[key] = [info.limit, info.remaining, reset, KNOWN]
+                    pending = self._pending(b, now) if b is not None and b[_STATE] != PROVISIONAL else []
+                    remaining = min(info.remaining, info.limit - len(pending))
+                    b = buckets[key] = [info.limit, max(0, remaining), reset, KNOWN, now, pending]
+                elif reset <= b[_SINCE]:
+                    pass  # a late answer from before this window
                 else:
                     b[_LIMIT] = info.limit
                     b[_REMAINING] = min(b[_REMAINING], info.remaining)
@@ -177,7 +210,7 @@ class RateLimiter:
                     info.reset_after if info else None)
                 wait = 1.0 if learned is None else learned
                 if b is None:
-                    b = buckets[key] = [1, 0, now + wait, KNOWN]
+                    b = buckets[key] = [1, 0, now + wait, KNOWN, now, []]
                 # retry_after rules, even before the window's end: a hidden sub-limit is shorter
                 b[_REMAINING] = 0
                 b[_RESET] = now + wait
@@ -199,7 +232,7 @@ class RateLimiter:
             waited += wait
 
     @staticmethod
-    def _prune(buckets: dict[str, list[float]], now: float) -> None:
+    def _prune(buckets: dict[str, list[Any]], now: float) -> None:
         if len(buckets) > 512:
             for key in [k for k, b in buckets.items() if b[_RESET] < now - 60]:
                 del buckets[key]

@@ -29,7 +29,6 @@ from dorch.discord.emulator.remote import EmulatorProcess
 from tests.discord.emulator_api import MakeEmulator, MakeEmulatorProc
 
 
-
 def emulator_config(config: EmulatorConfig | dict[str, Any] | None = None,
                     **overrides: Any) -> EmulatorConfig:
     """An ``EmulatorConfig`` from CONFIG (default: the built-in world) with OVERRIDES on top."""

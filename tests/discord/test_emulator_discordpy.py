@@ -69,7 +69,8 @@ def test_messages_reactions_threads_and_the_160004_race(emulator: Emulator) -> N
         assert [u["id"] for u in users] == sorted((u["id"] for u in users), key=int)
         assert len(users) == 2
 
-        thread = await one.start_thread_with_message(task_queue, task["id"], name="task", auto_archive_duration=60)
+        thread = await one.start_thread_with_message(task_queue, task["id"], name="task",
+                                                     auto_archive_duration=60)
         assert thread["id"] == task["id"] and thread["type"] == 11
         with pytest.raises(discord.HTTPException) as lost:
             await two.start_thread_with_message(task_queue, task["id"], name="task", auto_archive_duration=60)

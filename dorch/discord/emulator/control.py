@@ -113,7 +113,7 @@ class _Handlers:
     async def set_faults(self, request: web.Request) -> web.Response:
         """Body: the fields of ``Faults`` to change, e.g. ``{"error_rate": 0.2}``."""
         try:
-            faults = self.emu.set_faults(**await _body(request))
+            faults = await self.emu.update_faults(**await _body(request))
         except ValueError as exc:
             return _bad(str(exc))
         return _ok(faults.as_dict())
@@ -132,7 +132,7 @@ class _Handlers:
         return _ok(self.emu.stats())
 
     async def reset(self, request: web.Request) -> web.Response:
-        self.emu.reset()
+        await self.emu.areset()
         return web.Response(status=204)
 
     async def clock(self, request: web.Request) -> web.Response:

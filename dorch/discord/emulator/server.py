@@ -16,7 +16,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -73,7 +73,6 @@ class Emulator:
         self._site: web.TCPSite | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outage_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._listening = False
         self.reset()
 
@@ -184,21 +183,44 @@ class Emulator:
         return {"url": self.url, "api_base": self.api_base, **self.config.summary()}
 
     def reset(self) -> None:
-        """Back to the configured world: no messages, fresh limits, empty log, configured faults."""
-        self.world = World(self.config)
-        if self._listening:
-            self.world.base_url = self.url
+        """Back to the configured world: no messages, fresh limits, empty log, configured faults.
+        (From the emulator's own event loop: ``await areset()``.)"""
+        self._reset_state()
+        self.set_faults(**self.config.faults.as_dict())
+
+    async def areset(self) -> None:
+        self._reset_state()
+        await self.update_faults(**self.config.faults.as_dict())
+
+    def _reset_state(self) -> None:
+        world = World(self.config)
+        world.base_url = self.url if self.port else ""
+        self.world = world
         self.limiter = RateLimiter(self.config.routes, self.config.global_limit, self.config.global_per)
         self.invalid = InvalidRequests(self.config.invalid_limit, self.config.invalid_window,
                                        self.config.ban_seconds)
         self.log.clear()
-        self.set_faults(**self.config.faults.as_dict())
 
     def set_faults(self, **changes: Any) -> Faults:
-        """Change faults (see ``Faults``); ``outage="refuse"`` closes the listening socket."""
+        """Change faults (see ``Faults``) from any thread but the emulator's own; returns once
+        they apply (``outage="refuse"`` has closed the listening socket). On the emulator's
+        event loop, ``await update_faults(...)`` instead."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            self.faults.update(changes)
+            return self.faults
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise RuntimeError("on the emulator's event loop, use `await emulator.update_faults(...)`")
+        return asyncio.run_coroutine_threadsafe(self.update_faults(**changes), loop).result(30)
+
+    async def update_faults(self, **changes: Any) -> Faults:
+        """Change faults from the emulator's event loop; returns once they apply."""
         self.faults.update(changes)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._apply_outage)
+        await self._apply_outage()
         return self.faults
 
     def advance_clock(self, seconds: float) -> None:
@@ -247,26 +269,21 @@ class Emulator:
 
     # -- outage by refusing connections --------------------------------------------------------
 
-    def _apply_outage(self) -> None:
+    async def _apply_outage(self) -> None:
         refuse = self.faults.outage == "refuse"
         if refuse and self._listening and self._site is not None:
             self._listening = False
-            self._keep(self._site.stop())
+            await self._site.stop()
             if self.faults.outage_seconds > 0:
-                self._outage_task = self._keep(self._end_outage(self.faults.outage_seconds))
+                self._outage_task = asyncio.create_task(self._end_outage(self.faults.outage_seconds))
         elif not refuse and not self._listening and self._runner is not None:
-            self._listening = True
-            self._keep(self._listen())
-
-    def _keep(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+            if self._outage_task is not None and self._outage_task is not asyncio.current_task():
+                self._outage_task.cancel()
+            await self._listen()
 
     async def _end_outage(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        self.set_faults(outage="off")
+        await self.update_faults(outage="off")
 
     # -- the API -------------------------------------------------------------------------------
 
