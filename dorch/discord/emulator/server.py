@@ -90,6 +90,7 @@ class Emulator:
         await self._runner.setup()
         await self._listen()
         self.world.base_url = self.url
+        await self._apply_outage()  # a config may start the emulator refusing connections
 
     async def _listen(self) -> None:
         assert self._runner is not None
