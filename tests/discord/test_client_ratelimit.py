@@ -28,7 +28,7 @@ CHANNELS = [f"c{n}" for n in range(5)]
 BURST = {"channels": CHANNELS,
          "ratelimit": {"global_limit": 100, "global_per": 1.0,
                        "routes": {"create_message": {"limit": 10, "per": 0.5}}}}
-CLIENT = {"global_limit": 100, "global_per": 1.0}
+CLIENT: dict[str, Any] = {"global_limit": 100, "global_per": 1.0}
 _MAJOR = re.compile(r"/(?:channels|guilds)/(\d+)")
 
 
