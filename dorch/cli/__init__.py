@@ -117,8 +117,11 @@ def handles_errors(func: F) -> F:
 
 
 def _register() -> None:
-    from dorch.cli import core  # noqa: F401  (submit, worker, up, status, result, ...)
-    from dorch.cli import emulator  # noqa: F401  (dorch emulator)
+    from dorch.cli import (
+        core,  # noqa: F401  (submit, worker, up, status, result, ...)
+        doctor,  # noqa: F401  (dorch doctor)
+        emulator,  # noqa: F401  (dorch emulator)
+    )
 
 
 def main() -> None:

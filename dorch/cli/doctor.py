@@ -1,0 +1,75 @@
+"""``dorch doctor``: check the Discord setup and say how to fix every problem."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import re
+
+import typer
+
+from dorch.cli import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_TEMPFAIL,
+    ConfigOption,
+    JsonOption,
+    app,
+    fail,
+    handles_errors,
+    load_config,
+    print_json,
+)
+
+
+def _token(name: str) -> str:
+    """The bot token through dorch.secrets (credential, keyring, then environment)."""
+    try:
+        secrets = importlib.import_module("dorch.secrets")
+    except ModuleNotFoundError:  # dorch.secrets not installed yet: the environment only
+        env = "DORCH_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+        value = os.environ.get(env, "")
+        if not value:
+            from dorch.config import ConfigError
+
+            raise ConfigError(f"no secret {name!r}: set ${env}") from None
+        return value
+    return str(secrets.lookup_secret(name))
+
+
+@app.command()
+@handles_errors
+def doctor(config: ConfigOption = None, json_out: JsonOption = False) -> None:
+    """Check the Discord bus: token, bot user, MESSAGE_CONTENT intent, guild, channels and
+    permissions. Prints a fix for every failure; exits 1 if anything failed (75: Discord could
+    not be asked; 78: no token, or Discord rejected it)."""
+    from dorch.discord.doctor import diagnose
+    from dorch.discord.errors import DiscordError
+
+    cfg = load_config(config)
+    if cfg.bus_kind != "discord":
+        if json_out:
+            print_json({"bus": cfg.bus_kind, "ok": True, "checks": []})
+        else:
+            typer.echo(f"bus: {cfg.bus_kind} (no Discord to check; set [bus] kind = \"discord\")")
+        return
+    token = _token(str(cfg.discord["token"]))
+    try:
+        checks = asyncio.run(diagnose(cfg, token))
+    except DiscordError as exc:
+        fail(str(exc), int(getattr(exc, "exit_code", EXIT_TEMPFAIL)))
+    ok = all(c.ok for c in checks)
+    if json_out:
+        print_json({"bus": "discord", "ok": ok, "checks": [c.as_dict() for c in checks]})
+    else:
+        width = max(len(c.name) for c in checks)
+        for c in checks:
+            typer.echo(f"{'ok  ' if c.ok else 'FAIL'}  {c.name:<{width}}  {c.detail}")
+            if not c.ok and c.fix:
+                typer.echo(f"      {'':<{width}}  fix: {c.fix}")
+        failed = sum(not c.ok for c in checks)
+        typer.echo("all checks passed" if ok else f"{failed} check(s) failed")
+    if not ok:
+        raise typer.Exit(EXIT_CONFIG if checks[0].name == "token" and not checks[0].ok
+                         else EXIT_FAILED)

@@ -1,0 +1,210 @@
+"""``dorch doctor`` for the Discord bus: is the bot set up so that dorch can work?
+
+Checks the token (401), that it is a bot, the MESSAGE_CONTENT intent (application flags), the
+guild, and every configured channel: it exists, the bot can see it, it is a text channel of
+the guild, and the bot holds every permission dorch uses there. Each failure carries its fix.
+
+Permissions are computed the way Discord clients compute them, from REST reads only (nothing is
+posted): the guild-level permissions of the bot (``GET /users/@me/guilds``, which already
+combines @everyone and the bot's roles; ADMINISTRATOR or ownership means everything), then the
+channel's ``permission_overwrites``: @everyone's, the bot's roles' (from its member object),
+then its own. Harmless probes could not tell most of these apart (reading history without the
+permission just returns an empty list) and posting would leave traces, so none are made;
+seeing the channel is confirmed by fetching it (403 50001 otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from dorch.discord import errors
+from dorch.discord.client import DiscordClient
+
+if TYPE_CHECKING:
+    from dorch.config import Config
+
+ADD_REACTIONS = 1 << 6
+ADMINISTRATOR = 1 << 3
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
+MANAGE_MESSAGES = 1 << 13
+ATTACH_FILES = 1 << 15
+READ_MESSAGE_HISTORY = 1 << 16
+CREATE_PUBLIC_THREADS = 1 << 35
+SEND_MESSAGES_IN_THREADS = 1 << 38
+ALL = (1 << 53) - 1
+
+NAMES = {
+    VIEW_CHANNEL: "View Channel",
+    SEND_MESSAGES: "Send Messages",
+    READ_MESSAGE_HISTORY: "Read Message History",
+    ADD_REACTIONS: "Add Reactions",
+    CREATE_PUBLIC_THREADS: "Create Public Threads",
+    SEND_MESSAGES_IN_THREADS: "Send Messages in Threads",
+    MANAGE_MESSAGES: "Manage Messages",
+    ATTACH_FILES: "Attach Files",
+}
+
+# What dorch does in each channel: tasks are claimed by starting a thread, answered in the
+# thread (long output attached), marked with reactions; reapers delete other workers' stale
+# claim receipts (Manage Messages). #results and #worker-pool only get posts and edits.
+NEEDED: dict[str, tuple[int, ...]] = {
+    "task_channel": (VIEW_CHANNEL, SEND_MESSAGES, READ_MESSAGE_HISTORY, ADD_REACTIONS,
+                     CREATE_PUBLIC_THREADS, SEND_MESSAGES_IN_THREADS, MANAGE_MESSAGES,
+                     ATTACH_FILES),
+    "results_channel": (VIEW_CHANNEL, SEND_MESSAGES, READ_MESSAGE_HISTORY),
+    "pool_channel": (VIEW_CHANNEL, SEND_MESSAGES, READ_MESSAGE_HISTORY),
+}
+INVITE_PERMISSIONS = sum({bit for bits in NEEDED.values() for bit in bits})
+MESSAGE_CONTENT_FLAGS = (1 << 18) | (1 << 19)  # GATEWAY_MESSAGE_CONTENT(_LIMITED)
+TEXT_CHANNELS = (0, 5)  # text, announcement: threads can be started on their messages
+PORTAL = "https://discord.com/developers/applications"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding: NAME, whether it is OK, what was seen, and what to do when it is not."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def invite_url(application_id: str | int) -> str:
+    return (f"https://discord.com/oauth2/authorize?client_id={application_id}&scope=bot"
+            f"&permissions={INVITE_PERMISSIONS}")
+
+
+def permission_names(bits: Iterable[int]) -> list[str]:
+    return [NAMES.get(b, hex(b)) for b in bits]
+
+
+def channel_permissions(base: int, overwrites: Sequence[dict[str, Any]], *, guild_id: int,
+                        user_id: int, role_ids: Iterable[int]) -> int:
+    """Discord's permission arithmetic: BASE (guild level), then the channel's overwrites for
+    @everyone, for the member's roles together, then for the member."""
+    if base & ADMINISTRATOR:
+        return ALL
+    by_id = {(int(o.get("id", 0)), int(o.get("type", 0))): o for o in overwrites}
+
+    def bits(o: dict[str, Any] | None, key: str) -> int:
+        return int(o.get(key, 0) or 0) if o else 0
+
+    perms = base
+    everyone = by_id.get((guild_id, 0))
+    perms = (perms & ~bits(everyone, "deny")) | bits(everyone, "allow")
+    allow = deny = 0
+    for role in role_ids:
+        o = by_id.get((int(role), 0))
+        allow |= bits(o, "allow")
+        deny |= bits(o, "deny")
+    perms = (perms & ~deny) | allow
+    member = by_id.get((user_id, 1))
+    return (perms & ~bits(member, "deny")) | bits(member, "allow")
+
+
+async def diagnose(config: Config, token: str, **client_options: Any) -> list[Check]:
+    """Every check for CONFIG's Discord bus with TOKEN. Stops early only when the token (or
+    Discord itself) fails, since nothing else can be checked then. Raises ``DiscordError``
+    only for a host-wide stop (Cloudflare ban, too many invalid requests)."""
+    client_options.setdefault("max_tries", 3)
+    async with DiscordClient.from_config(config, token, **client_options) as client:
+        return await _diagnose(config, client)
+
+
+async def _diagnose(config: Config, client: DiscordClient) -> list[Check]:
+    d = config.discord
+    secret = d.get("token") or "discord-token"
+    checks: list[Check] = []
+    try:
+        me = await client.me()
+    except errors.Unauthorized:
+        return [Check("token", False, "Discord rejected the bot token (HTTP 401): wrong, revoked "
+                      "or reset", f"copy a new token ({PORTAL} -> your application -> Bot -> "
+                      f"Reset Token) and store it: dorch token set {secret}")]
+    except (errors.DiscordConnectionError, errors.ServerError) as exc:
+        return [Check("discord reachable", False, str(exc),
+                      f"check the network and [discord] api_base ({client.api_base})")]
+    checks.append(Check("token", True, "accepted"))
+    user_id = int(me["id"])
+    who = f"{me.get('username')} (id {user_id})"
+    checks.append(Check("bot user", bool(me.get("bot")), who if me.get("bot") else
+                        f"{who} is not a bot account",
+                        "" if me.get("bot") else "use a bot token (Developer Portal -> Bot), "
+                        "never a user's token"))
+    app = await client.application()
+    invite = invite_url(app.get("id", user_id))
+    intent = int(app.get("flags") or 0) & MESSAGE_CONTENT_FLAGS
+    checks.append(Check(
+        "message content intent", bool(intent),
+        "enabled" if intent else "disabled: Discord blanks other users' messages, so the bot "
+        "cannot read tasks", "" if intent else f"{PORTAL} -> your application -> Bot -> "
+        "Privileged Gateway Intents -> enable MESSAGE CONTENT INTENT, save"))
+
+    guild_id = int(d.get("guild_id") or 0)
+    guilds = {int(g["id"]): g for g in await client.my_guilds()}
+    guild = guilds.get(guild_id)
+    if guild is None:
+        checks.append(Check("guild", False, f"the bot is not a member of guild {guild_id}",
+                            f"invite it (as a server admin): {invite}; or fix [discord] guild_id"))
+        base = 0
+    else:
+        checks.append(Check("guild", True, f"{guild.get('name')} (id {guild_id})"))
+        base = ALL if guild.get("owner") else int(guild.get("permissions") or 0)
+    roles: list[int] = []
+    if guild is not None:
+        try:
+            member = await client.get_member(guild_id, user_id)
+            roles = [int(r) for r in member.get("roles", [])]
+        except errors.DiscordHTTPError:
+            pass  # role overwrites then count as absent
+
+    for key, needed in NEEDED.items():
+        checks.extend(await _check_channel(client, key, int(d.get(key) or 0), needed, base,
+                                           guild_id, user_id, roles, invite))
+    return checks
+
+
+async def _check_channel(client: DiscordClient, key: str, channel_id: int, needed: tuple[int, ...],
+                         base: int, guild_id: int, user_id: int, roles: list[int],
+                         invite: str) -> list[Check]:
+    label = f"[discord] {key}"
+    if not channel_id:
+        return [Check(label, False, "not set", f"set [discord] {key} to the channel's id "
+                      "(Discord: Settings -> Advanced -> Developer Mode; right-click the channel "
+                      "-> Copy Channel ID)")]
+    try:
+        channel = await client.get_channel(channel_id)
+    except errors.NotFound:
+        return [Check(label, False, f"no channel {channel_id}",
+                      f"copy the right id into [discord] {key} (Developer Mode -> Copy ID)")]
+    except errors.Forbidden:
+        return [Check(label, False, f"the bot cannot see channel {channel_id} (View Channel)",
+                      f"in the channel's settings -> Permissions, allow the bot (or its role) "
+                      f"View Channel and {', '.join(permission_names(needed[1:]))}")]
+    name = f"#{channel.get('name', channel_id)}"
+    if int(channel.get("guild_id") or 0) != guild_id:
+        return [Check(label, False, f"{name} is not in guild {guild_id}",
+                      "use a channel of the configured guild, or fix [discord] guild_id")]
+    if channel.get("type") not in TEXT_CHANNELS:
+        return [Check(label, False, f"{name} is not a text channel (type {channel.get('type')})",
+                      "use a plain text channel (not a forum, voice or category)")]
+    found = [Check(label, True, name)]
+    perms = channel_permissions(base, channel.get("permission_overwrites") or [],
+                                guild_id=guild_id, user_id=user_id, role_ids=roles)
+    missing = [bit for bit in needed if not perms & bit]
+    if missing:
+        names = ", ".join(permission_names(missing))
+        found.append(Check(f"permissions in {name}", False, f"missing: {names}",
+                           f"grant the bot's role {names} in {name} (channel settings -> "
+                           f"Permissions), or re-invite the bot with {invite}"))
+    else:
+        found.append(Check(f"permissions in {name}", True,
+                           ", ".join(permission_names(needed))))
+    return found
