@@ -140,6 +140,10 @@ def open_bus(config: Config) -> Bus:
         from dorch.bus.local import LocalBus
 
         return LocalBus(config.local_path(), max_attempts=config.worker["max_attempts"])
+    if config.bus_kind == "discord":
+        from dorch.bus.discord import DiscordBus
+
+        return DiscordBus(config)
     raise BusConfigError(
         f"bus kind {config.bus_kind!r} is not available in this version; use kind = \"local\""
     )

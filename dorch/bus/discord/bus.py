@@ -1,0 +1,1059 @@
+"""The Discord bus: #task-queue is the queue, a task's thread is its claim, and deleting a
+message is the only compare-and-set dorch relies on besides starting a thread.
+
+Why not reactions: every bot's ✅ succeeds and the reaction list is sorted by user id, so
+"first reactor wins" cannot be decided (``tests/discord_bus/test_reaction_protocol.py`` shows
+the double claims). What is atomic on Discord:
+
+- **Claim** = *Start Thread from Message*: a message has at most one thread; the second try
+  answers 400 / 160004 and loses quietly. The winner posts a claim receipt in the thread (its
+  fencing token, renewed by editing it: the heartbeat), then adds ✅ for people.
+- **Requeue** = deleting the receipt of an expired lease: the first DELETE answers 204, every
+  later one 404 / 10008. The winner re-posts the task as attempt k+1 through the outbox, notes
+  it in the old thread, marks the old message ♻️ and archives the thread (☠️ after
+  ``max_attempts``). A thread in which nothing was ever posted (its claimer died before the
+  receipt) is requeued by deleting the task message itself, the same compare-and-set.
+- **Fencing**: a holder whose receipt is gone (or whose task message is gone) stops its agent
+  and never posts its result as the answer; the result is posted only after an edit of the
+  receipt succeeded, which also extends the lease over the posting.
+
+Polling costs one request while at most 100 tasks wait: ``GET messages?after=CURSOR&limit=100``
+returns the oldest messages after a cursor kept just before the oldest waiting task, shared by
+the host's processes (``$DATA/discord/bus-<channel>.json``, with the tasks seen running there,
+which the reaper checks once their lease could have expired). A worker picks at random among
+the oldest few waiting tasks, which spreads contention and keeps roughly oldest-first order.
+
+Writes that must not be lost (submissions, results, requeues, hand-backs) go through the
+outbox (``dorch.outbox``) with stable nonces: an outage delays them, a retry never duplicates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import random
+import re
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from dorch import paths
+from dorch.bus import (
+    BusConfigError,
+    BusError,
+    Claim,
+    Lease,
+    Result,
+    State,
+    Status,
+    Task,
+    TaskView,
+    WorkerView,
+)
+from dorch.bus.discord import formats
+from dorch.bus.discord.board import Board, parse_board
+from dorch.discord import errors
+from dorch.discord.client import DiscordClient
+from dorch.discord.content import File
+from dorch.discord.shared_state import SharedState
+from dorch.outbox import Item, Outbox, PermanentError
+from dorch.task import TaskError, TaskSpec, parse_task, validate
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from dorch.config import Config
+
+log = logging.getLogger("dorch.bus.discord")
+
+PAGE = 100  # messages per poll (Discord's maximum)
+SPREAD = 5  # a worker picks at random among this many of the oldest waiting tasks
+MAX_CLAIM_TRIES = 6  # threads tried per poll (lost races and deleted messages included)
+MAX_PAGES = 20  # pages read in one poll while catching up over finished tasks
+CURSOR_MARGIN = 10.0  # s: ids are k-sorted, so the cursor stays this far behind the present
+REAP_GRACE = 2.0  # s after a lease's end before a reaper takes it (clock skew, slow edits)
+REAP_BATCH = 10  # leases checked per poll at most
+ATTACHMENT_CAP = 100_000  # bytes of text attachments a human's task may carry
+TASK_FILE_CAP = 8 << 20  # bytes of a task.md written by dorch
+ROLE_TTL = 600.0  # s a member's roles are cached
+KEPT_IGNORED = 1000  # message ids remembered as "already logged as ignored"
+DISCORD_EPOCH_MS = 1420070400000
+ARCHIVED_THREAD = 50083
+_TASK_TYPES = (0, 19)  # default and reply messages; everything else is a system message
+_ATTACHMENT_SECTION = re.compile(r"\n\n--- [^\n]+ ---\n")
+_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-yaml",
+               "application/yaml", "application/toml", "application/javascript")
+_TEXT_EXTENSIONS = (".txt", ".md", ".markdown", ".rst", ".py", ".js", ".ts", ".json", ".yaml",
+                    ".yml", ".toml", ".ini", ".cfg", ".csv", ".tsv", ".log", ".sh", ".c", ".h",
+                    ".cc", ".cpp", ".hpp", ".rs", ".go", ".java", ".kt", ".rb", ".php", ".sql",
+                    ".html", ".css", ".xml", ".diff", ".patch")
+
+
+def _msg_id(msg: dict[str, Any]) -> int:
+    return int(msg["id"])
+
+
+def _epoch(iso: str | None) -> float:
+    if not iso:
+        return 0.0
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _snowflake_at(when: float) -> int:
+    return max(0, int(when * 1000) - DISCORD_EPOCH_MS) << 22
+
+
+def _reaction(msg: dict[str, Any], emoji: str) -> dict[str, Any] | None:
+    for reaction in msg.get("reactions") or []:
+        name = (reaction.get("emoji") or {}).get("name") or ""
+        if formats.same_emoji(name, emoji):
+            return dict(reaction)
+    return None
+
+
+def _thread_created(thread: dict[str, Any]) -> float:
+    meta = thread.get("thread_metadata") or {}
+    return _epoch(meta.get("create_timestamp")) or _epoch(meta.get("archive_timestamp"))
+
+
+def _archived(thread: dict[str, Any]) -> bool:
+    return bool((thread.get("thread_metadata") or {}).get("archived"))
+
+
+def _is_text(attachment: dict[str, Any]) -> bool:
+    kind = str(attachment.get("content_type") or "").lower()
+    name = str(attachment.get("filename") or "").lower()
+    return kind.startswith(_TEXT_TYPES) or name.endswith(_TEXT_EXTENSIONS)
+
+
+def _sub_nonce(item: Item, tag: str) -> str:
+    """A second stable nonce for another post of the same outbox item."""
+    return f"{item.nonce[:22]}-{tag}"
+
+
+def _token(config: Config) -> str:
+    try:
+        from dorch.secrets import lookup_secret  # type: ignore[import-not-found]
+    except ImportError:  # TEMPORARY until dorch.secrets lands
+        import os
+
+        name = config.discord["token"]
+        value = os.environ.get("DORCH_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper())
+        if not value:
+            raise BusConfigError(f"no bot token: set DORCH_SECRET for {name!r}") from None
+        return value
+    return str(lookup_secret(config.discord["token"]))
+
+
+@dataclass
+class _Entry:
+    """A message of #task-queue as the poll classified it."""
+
+    msg: dict[str, Any]
+    kind: str  # queued | stop (queued with a 🛑 to check) | running | done
+
+    @property
+    def id(self) -> int:
+        return _msg_id(self.msg)
+
+
+class _Rejected(Exception):
+    """A task that cannot run as written; the text tells its author what to fix."""
+
+
+class DiscordBus:
+    """The Bus over a Discord server's #task-queue, #results and #worker-pool channels."""
+
+    wait_interval = 2.0  # s between looks of `dorch submit --wait` (two GETs each)
+
+    def __init__(self, config: Config, client: DiscordClient | None = None) -> None:
+        d = config.discord
+        self.guild = int(d["guild_id"])
+        self.task_channel = int(d["task_channel"])
+        self.results_channel = int(d["results_channel"])
+        self.pool_channel = int(d["pool_channel"])
+        self.allowed_users = {int(u) for u in d["allowed_submitters"]}
+        self.allowed_roles = {int(r) for r in d["allowed_roles"]}
+        self.max_attempts = int(config.worker["max_attempts"])
+        self.lease = float(config.worker["lease_seconds"])
+        self.host = socket.gethostname()
+        state_dir = paths.data_dir() / "discord"
+        if client is None:
+            token = _token(config)
+            self._token_id = hashlib.sha256(token.encode()).hexdigest()[:16]
+            client = DiscordClient.from_config(config, token, state_dir=state_dir)
+        else:
+            self._token_id = "given"
+        self.client = client
+        self.state = SharedState(state_dir / f"bus-{self.task_channel}.json")
+        self.outbox = Outbox(paths.data_dir() / "outbox.sqlite3")
+        self.board = Board(client, self.pool_channel, self.guild, self.task_channel)
+        self._me: int | None = None
+        self._fresh: tuple[float, list[_Entry]] | None = None
+        self._cdn: aiohttp.ClientSession | None = None
+        self._failures: dict[int, BaseException] = {}
+        self._labels = {self.task_channel: "#task-queue ([discord] task_channel)",
+                        self.results_channel: "#results ([discord] results_channel)",
+                        self.pool_channel: "#worker-pool ([discord] pool_channel)"}
+        self._handlers: dict[str, Callable[[Item], Awaitable[Any]]] = {
+            "submit": self._deliver_submit, "result": self._deliver_result,
+            "requeue": self._deliver_requeue,
+        }
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _where(self, exc: errors.DiscordHTTPError) -> str:
+        for channel, label in self._labels.items():
+            if f"/channels/{channel}" in exc.path:
+                return label
+        return exc.path or "Discord"
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Discord's errors as the bus's: configuration (exit 78) or temporary (exit 75)."""
+        try:
+            yield
+        except errors.Unauthorized:
+            raise BusConfigError(
+                f"{doing}: Discord rejected the bot token (HTTP 401): it was revoked, reset or "
+                "mistyped. Store the current token (`dorch token set NAME`, or the systemd "
+                "credential) and start again"
+            ) from None
+        except errors.Forbidden as exc:
+            raise BusConfigError(
+                f"{doing}: the bot may not do this in {self._where(exc)} (HTTP 403, code "
+                f"{exc.code}: {exc.text}). Give it View Channel, Read Message History, Send "
+                "Messages, Add Reactions, Create Public Threads, Send Messages in Threads, "
+                "Manage Messages and Manage Threads there; `dorch doctor` shows what is missing"
+            ) from None
+        except errors.NotFound as exc:
+            if exc.code in (errors.UNKNOWN_CHANNEL, errors.UNKNOWN_GUILD):
+                raise BusConfigError(
+                    f"{doing}: {self._where(exc)} does not exist or the bot is not in the server "
+                    f"(code {exc.code}); check the ids in [discord] and the bot's invitation"
+                ) from None
+            raise BusError(f"{doing}: {exc}") from None
+        except errors.DiscordError as exc:
+            raise BusError(f"{doing}: {exc}") from None
+
+    # -- small helpers -----------------------------------------------------------------------
+
+    def _link(self, message_id: int | str, channel: int | str | None = None) -> str:
+        return formats.link(self.guild, channel or self.task_channel, message_id)
+
+    async def _me_id(self) -> int:
+        """The bot's user id, cached on the host (a worker process must not ask every task)."""
+        if self._me is None:
+            with self.state.locked() as doc:
+                cached = (doc.get("me") or {}).get(self._token_id)
+            if cached is None:
+                cached = int((await self.client.me())["id"])
+                with self.state.locked() as doc:
+                    doc.setdefault("me", {})[self._token_id] = cached
+            self._me = int(cached)
+        return self._me
+
+    async def _trusted(self, user: dict[str, Any]) -> bool:
+        """Whether dorch obeys USER: allowed_submitters, an allowed role, or this bot."""
+        uid = int(user["id"])
+        if uid in self.allowed_users or uid == await self._me_id():
+            return True
+        if not self.allowed_roles:
+            return False
+        now = time.time()
+        with self.state.locked() as doc:
+            cached = (doc.get("roles") or {}).get(str(uid))
+        if not (isinstance(cached, list) and len(cached) == 2 and now - cached[1] < ROLE_TTL):
+            try:
+                member = await self.client.get_member(self.guild, uid)
+                roles = [int(r) for r in member.get("roles") or []]
+            except errors.NotFound:
+                roles = []  # left the server
+            cached = [roles, now]
+            with self.state.locked() as doc:
+                table = doc.setdefault("roles", {})
+                table[str(uid)] = cached
+                if len(table) > 2000:
+                    for key in sorted(table, key=lambda k: table[k][1])[:1000]:
+                        del table[key]
+        return bool(self.allowed_roles.intersection(cached[0]))
+
+    def _log_ignored(self, msg: dict[str, Any], why: str) -> None:
+        """Log an ignored message once per message id (per host)."""
+        mid = msg["id"]
+        with self.state.locked() as doc:
+            seen: list[str] = doc.setdefault("ignored", [])
+            if mid in seen:
+                return
+            seen.append(mid)
+            del seen[:-KEPT_IGNORED]
+        author = msg.get("author") or {}
+        log.warning("ignoring message %s in #task-queue from %s (id %s): %s", mid,
+                    author.get("username", "?"), author.get("id", "?"), why)
+
+    async def _stopped(self, msg: dict[str, Any], channel: int | None = None) -> bool:
+        """A 🛑 on MSG from a user dorch obeys."""
+        if _reaction(msg, formats.STOP) is None:
+            return False
+        users = await self.client.list_reactions(channel or self.task_channel, msg["id"],
+                                                 formats.STOP)
+        for user in users:
+            if await self._trusted(user):
+                return True
+        return False
+
+    async def _download(self, attachment: dict[str, Any], cap: int) -> str:
+        import aiohttp
+
+        if self._cdn is None:
+            self._cdn = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        name = attachment.get("filename", "?")
+        try:
+            async with self._cdn.get(attachment["url"]) as resp:
+                if resp.status != 200:
+                    raise BusError(f"downloading attachment {name}: HTTP {resp.status}")
+                data = await resp.content.read(cap + 1)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BusError(f"downloading attachment {name}: {type(exc).__name__}") from None
+        if len(data) > cap:
+            raise _Rejected(f"the attachment {name} is larger than {cap:,} bytes")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Rejected(f"the attachment {name} is not UTF-8 text") from None
+
+    async def _source(self, msg: dict[str, Any]) -> tuple[str, int]:
+        """(task text as it would be re-posted, attempt) of a task message. Raises _Rejected."""
+        content = msg.get("content") or ""
+        attachments = msg.get("attachments") or []
+        if (msg.get("author") or {}).get("bot"):
+            body, attempt = formats.split_header(content)
+            task_file = next((a for a in attachments if a.get("filename") == formats.TASK_FILE),
+                             None)
+            if task_file is not None:
+                body = await self._download(task_file, TASK_FILE_CAP)
+            return body, attempt
+        texts = [a for a in attachments if _is_text(a)]
+        skipped = [a.get("filename", "?") for a in attachments if not _is_text(a)]
+        if skipped:
+            log.info("task %s: not text, not part of the prompt: %s", msg["id"], ", ".join(skipped))
+        total = sum(int(a.get("size") or 0) for a in texts)
+        if total > ATTACHMENT_CAP:
+            raise _Rejected(
+                f"its text attachments hold {total:,} bytes; dorch takes at most "
+                f"{ATTACHMENT_CAP:,} bytes of attachments per task. Split the task, or put "
+                "the material somewhere the agent can read it and say where"
+            )
+        if len(texts) == 1 and not content.strip():
+            # Discord's app turns a long typed message into message.txt: it is the task itself.
+            return await self._download(texts[0], ATTACHMENT_CAP), 1
+        sections = [f"\n\n--- {a.get('filename', 'attachment')} ---\n"
+                    + await self._download(a, ATTACHMENT_CAP) for a in texts]
+        return content + "".join(sections), 1
+
+    @staticmethod
+    def _parse(source: str) -> TaskSpec:
+        """The spec of a task text: tags are read before its first attachment section only,
+        so code or notes in an attachment are never mistaken for tags. Raises TaskError."""
+        found = _ATTACHMENT_SECTION.search(source)
+        lead, rest = (source[:found.start()], source[found.start():]) if found else (source, "")
+        spec = parse_task(lead) if lead.strip() or not rest else TaskSpec(rest.strip("\n"))
+        if lead.strip() and rest:
+            spec = TaskSpec(spec.prompt + rest, spec.model, spec.thinking)
+        return validate(spec)
+
+    def _view_spec(self, msg: dict[str, Any]) -> tuple[TaskSpec, int]:
+        """A best-effort spec for showing a task (no downloads, never raises)."""
+        content = msg.get("content") or ""
+        attempt = 1
+        if (msg.get("author") or {}).get("bot"):
+            content, attempt = formats.split_header(content)
+        try:
+            return self._parse(content), attempt
+        except TaskError:
+            return TaskSpec(content or "(attachment)"), attempt
+
+    async def _archive(self, thread_id: int | str) -> None:
+        try:
+            await self.client.edit_channel(thread_id, archived=True)
+        except errors.NotFound:
+            pass
+        except errors.BadRequest as exc:
+            if exc.code != ARCHIVED_THREAD:
+                raise
+
+    async def _react(self, message_id: int | str, emoji: str) -> None:
+        """Mark a task message for people; a deleted message or archived thread is fine."""
+        with contextlib.suppress(errors.NotFound):
+            await self.client.add_reaction(self.task_channel, message_id, emoji)
+
+    # -- polling -----------------------------------------------------------------------------
+
+    async def _classify(self, msg: dict[str, Any]) -> _Entry:
+        if msg.get("type", 0) not in _TASK_TYPES:
+            return _Entry(msg, "done")
+        author = msg.get("author") or {}
+        if not await self._trusted(author):
+            self._log_ignored(msg, "not in [discord] allowed_submitters or allowed_roles")
+            return _Entry(msg, "done")
+        thread = msg.get("thread")
+        if thread:
+            return _Entry(msg, "done" if _archived(thread) else "running")
+        if not author.get("bot") and not (msg.get("content") or "").strip() \
+                and not msg.get("attachments"):
+            self._log_ignored(msg, "its content is empty: enable the MESSAGE_CONTENT intent "
+                                   "of this bot in the Developer Portal (`dorch doctor`)")
+            return _Entry(msg, "done")
+        return _Entry(msg, "stop" if _reaction(msg, formats.STOP) else "queued")
+
+    async def _poll(self) -> list[_Entry]:
+        """The messages of #task-queue from the cursor on, oldest first (one GET while the
+        oldest 100 hold a waiting task). Moves the cursor and records running tasks."""
+        with self.state.locked() as doc:
+            cursor = int(doc.get("cursor") or 0)
+        start = cursor
+        seen: list[_Entry] = []
+        for _ in range(MAX_PAGES):
+            batch = await self.client.list_messages(self.task_channel, after=cursor, limit=PAGE)
+            batch.sort(key=_msg_id)
+            entries = [await self._classify(m) for m in batch]
+            seen.extend(entries)
+            if len(batch) < PAGE or any(e.kind in ("queued", "stop") for e in entries):
+                break
+            cursor = _msg_id(batch[-1])  # a page of finished tasks: catch up
+        waiting = [e.id for e in seen if e.kind in ("queued", "stop")]
+        # just before the oldest waiting task, else after everything seen
+        new = min(waiting) - 1 if waiting else (seen[-1].id if seen else start)
+        new = min(new, _snowflake_at(time.time() - CURSOR_MARGIN))
+        with self.state.locked() as doc:
+            if new > int(doc.get("cursor") or 0):
+                doc["cursor"] = new
+            running: dict[str, float] = doc.setdefault("running", {})
+            for e in seen:
+                key = str(e.id)
+                if e.kind == "running" and key not in running:
+                    running[key] = _thread_created(e.msg["thread"]) + self.lease + REAP_GRACE
+                elif e.kind == "done":
+                    running.pop(key, None)
+        self._fresh = (time.monotonic(), seen)
+        return seen
+
+    async def _page(self) -> list[_Entry]:
+        """The page polled by this round's reap, if fresh, else a new poll."""
+        fresh, self._fresh = self._fresh, None
+        if fresh is not None and time.monotonic() - fresh[0] < 2.0:
+            return fresh[1]
+        return await self._poll()
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    def _tracked(self) -> dict[str, Callable[[Item], Awaitable[Any]]]:
+        def wrap(handler: Callable[[Item], Awaitable[Any]]) -> Callable[[Item], Awaitable[Any]]:
+            async def run(item: Item) -> Any:
+                try:
+                    return await handler(item)
+                except BaseException as exc:
+                    self._failures[item.id] = exc
+                    raise
+            return run
+        return {kind: wrap(h) for kind, h in self._handlers.items()}
+
+    async def _drain(self, limit: int = 20) -> None:
+        """Deliver what waits in this host's outbox; stop at the first failure."""
+        handlers = self._tracked()
+        for _ in range(limit):
+            if await self.outbox.deliver(handlers, limit=1) == 0:
+                break
+
+    async def _deliver(self, item: Item) -> Any:
+        """Try to deliver ITEM now (older due items go first); its response, None if it waits."""
+        handlers = self._tracked()
+        for _ in range(50):
+            response = self.outbox.response(item.id)
+            if response is not None:
+                return response
+            if await self.outbox.deliver(handlers, limit=1) == 0:
+                break
+        response = self.outbox.response(item.id)
+        failure = self._failures.pop(item.id, None)
+        if response is None and failure is not None:
+            log.warning("outbox item %d (%s) waits for Discord: %s", item.id, item.kind, failure)
+        if isinstance(failure, errors.DiscordError) and failure.exit_code == 78:
+            with self._errors(f"delivering the {item.kind}"):
+                raise failure
+        if isinstance(failure, PermanentError) and isinstance(failure.__cause__, BusConfigError):
+            raise failure.__cause__
+        return response
+
+    async def _deliver_submit(self, item: Item) -> Any:
+        files = [File.text(name, text) for name, text in item.payload.get("files", [])]
+        try:
+            msg = await self.client.create_message(self.task_channel, item.payload["content"],
+                                                   files=files, nonce=item.nonce)
+        except (errors.Unauthorized, errors.Forbidden) as exc:
+            # the user must fix the configuration and submit again: do not post it later too
+            try:
+                with self._errors("submitting the task"):
+                    raise exc
+            except BusConfigError as config_error:
+                raise PermanentError(str(config_error)) from config_error
+        return {"id": msg["id"]}
+
+    async def _deliver_result(self, item: Item) -> Any:
+        p = item.payload
+        tid, receipt = p["task"], p["receipt"]
+        r = p["result"]
+        result = Result(State(r["state"]), r["output"], r["error"], r["stderr_tail"],
+                        float(r["duration"]), dict(r["usage"]))
+        # Fencing: only a holder whose receipt still stands posts the answer; the edit extends
+        # the lease over the posting, so no reaper takes the task meanwhile.
+        text = formats.receipt_text(p["worker"], self.host, p["attempt"], self.max_attempts,
+                                    time.time() + self.lease, note="-# finishing")
+        try:
+            await self.client.edit_message(tid, receipt, text)
+        except errors.NotFound:
+            return {"fenced": True}
+        except errors.BadRequest as exc:
+            if exc.code == ARCHIVED_THREAD:
+                return {"fenced": True}
+            raise
+        post = formats.result_post(result, p["worker"])
+        msg = await self.client.create_message(tid, post.content, files=post.files,
+                                               nonce=item.nonce)
+        summary = formats.summary_text(result.state, self._link(tid), p["worker"],
+                                       result.duration, formats.first_line(result))
+        await self.client.create_message(self.results_channel, summary,
+                                         nonce=_sub_nonce(item, "s"))
+        ok = result.state is State.SUCCEEDED
+        await self._react(tid, formats.SUCCEEDED if ok else formats.FAILED)
+        await self._archive(tid)
+        return {"result": msg["id"]}
+
+    async def _deliver_requeue(self, item: Item) -> Any:
+        p = item.payload
+        old = p["old"]
+        if p.get("cancelled"):
+            await self.client.create_message(old, formats.cancelled_note(p.get("by", "?")),
+                                             nonce=_sub_nonce(item, "c"))
+            await self._react(old, formats.FAILED)
+            await self._archive(old)
+            return {"cancelled": old}
+        if p.get("dead"):
+            await self.client.create_message(old, formats.dead_note(p["error"]),
+                                             nonce=_sub_nonce(item, "d"))
+            summary = f"{formats.DEAD} **dead** · {self._link(old)} · {p['error']}"
+            await self.client.create_message(self.results_channel, summary[:1900],
+                                             nonce=_sub_nonce(item, "s"))
+            await self._react(old, formats.DEAD)
+            await self._archive(old)
+            return {"dead": old}
+        header = formats.requeue_header(p["attempt"], self._link(old, old), p["verb"])
+        post = formats.task_post(p["text"], header)
+        new = await self.client.create_message(self.task_channel, post.content, files=post.files,
+                                               nonce=item.nonce)
+        note = formats.requeue_note(p["attempt"] - 1, p["attempt"], self._link(new["id"]),
+                                    p["why"])
+        await self.client.create_message(old, note, nonce=_sub_nonce(item, "n"))
+        await self._react(old, formats.REQUEUED)
+        await self._archive(old)
+        return {"id": new["id"]}
+
+    async def _requeue(self, msg: dict[str, Any], source: str, attempt: int, why: str, *,
+                       verb: str, handed_back: bool = False, limit: int | None = None) -> None:
+        """Queue the re-post of a task this process won the compare-and-set for."""
+        limit = self.max_attempts if limit is None else limit
+        old = msg["id"]
+        if not handed_back and attempt >= limit:
+            payload: dict[str, Any] = {
+                "old": old, "dead": True,
+                "error": f"gave up after attempt {attempt} of {limit}: {why}"}
+        else:
+            payload = {"old": old, "text": source, "why": why, "verb": verb,
+                       "attempt": attempt if handed_back else attempt + 1}
+        item = self.outbox.put("requeue", payload)
+        await self._deliver(item)
+
+    # -- the Bus contract ----------------------------------------------------------------------
+
+    async def submit(self, spec: TaskSpec, submitter: str = "") -> str:
+        """Post SPEC to #task-queue; its message id is the task id (``outbox-N`` while Discord
+        cannot be reached: the host's outbox delivers it later)."""
+        spec = validate(spec)
+        with self._errors("submitting the task"):
+            await self._drain()
+            header = f"submitted by {formats.clean_name(submitter)}" if submitter else ""
+            post = formats.task_post(spec.to_text(), header)
+            files = [[f.filename, f.data.decode("utf-8")] for f in post.files]
+            item = self.outbox.put("submit", {"content": post.content, "files": files})
+            response = await self._deliver(item)
+        if response is None:
+            return f"outbox-{item.id}"
+        return str(response["id"])
+
+    async def claim(self, worker: str, lease_seconds: float) -> Claim | None:
+        with self._errors("looking for a task"):
+            await self._drain()
+            entries = await self._page()
+            waiting = [e for e in entries if e.kind in ("queued", "stop")]
+            tries = 0
+            while waiting and tries < MAX_CLAIM_TRIES:
+                entry = random.choice(waiting[:SPREAD])
+                waiting.remove(entry)
+                if entry.kind == "stop" and await self._stopped(entry.msg):
+                    await self._cancel_queued(entry.msg, by="a 🛑 reaction")
+                    continue
+                tries += 1
+                claim = await self._try(entry.msg, worker, lease_seconds)
+                if claim is not None:
+                    return claim
+        self.board.idle()
+        return None
+
+    async def _try(self, msg: dict[str, Any], worker: str, lease: float) -> Claim | None:
+        """Start the thread on MSG (the claim) and post the receipt; None if another won."""
+        mid = msg["id"]
+        first = " ".join((msg.get("content") or "").split())
+        if first.startswith(formats.HEADER.strip()):
+            first = formats.split_header(msg.get("content") or "")[0]
+            first = " ".join(first.split())
+        try:
+            await self.client.start_thread(self.task_channel, mid, f"task {mid}: {first[:60]}")
+        except errors.ThreadAlreadyExists:
+            log.debug("task %s: another worker was first", mid)
+            return None
+        except errors.NotFound as exc:
+            if exc.code != errors.UNKNOWN_MESSAGE:
+                raise
+            log.info("task %s was deleted before it could be claimed", mid)
+            return None
+        try:
+            source, attempt = await self._source(msg)
+            spec = self._parse(source)
+        except (_Rejected, TaskError) as exc:
+            await self._reject(msg, str(exc))
+            return None
+        until = time.time() + lease
+        receipt = await self.client.create_message(
+            mid, formats.receipt_text(worker, self.host, attempt, self.max_attempts, until))
+        try:
+            await self.client.add_reaction(self.task_channel, mid, formats.CLAIMED)
+        except errors.NotFound:
+            log.warning("task %s: its message was deleted after the claim; not running it", mid)
+            return None
+        author = msg.get("author") or {}
+        task = Task(str(mid), spec, attempt, str(author.get("username", "")),
+                    _epoch(msg.get("timestamp")))
+        return Claim(task, worker, str(receipt["id"]), until)
+
+    async def _reject(self, msg: dict[str, Any], why: str) -> None:
+        mid = msg["id"]
+        log.warning("task %s rejected: %s", mid, why)
+        await self.client.create_message(mid, formats.rejected_note(why))
+        summary = f"{formats.FAILED} **rejected** · {self._link(mid)} · {' '.join(why.split())}"
+        await self.client.create_message(self.results_channel, summary[:1900])
+        await self._react(mid, formats.FAILED)
+        await self._archive(mid)
+
+    async def _cancel_queued(self, msg: dict[str, Any], by: str) -> bool:
+        """Cancel a task nobody claimed yet by claiming it: False if a worker was first."""
+        mid = msg["id"]
+        try:
+            await self.client.start_thread(self.task_channel, mid, f"task {mid}: cancelled")
+        except errors.ThreadAlreadyExists:
+            return False
+        except errors.NotFound as exc:
+            if exc.code != errors.UNKNOWN_MESSAGE:
+                raise
+            return True
+        item = self.outbox.put("requeue", {"old": mid, "cancelled": True, "by": by})
+        await self._deliver(item)
+        return True
+
+    async def heartbeat(self, claim: Claim, lease_seconds: float) -> Lease:
+        tid = claim.task.id
+        with self._errors(f"renewing the lease of task {tid}"):
+            text = formats.receipt_text(claim.worker, self.host, claim.task.attempt,
+                                        self.max_attempts, time.time() + lease_seconds)
+            try:
+                await self.client.edit_message(tid, claim.token, text)
+                msg = await self.client.get_message(self.task_channel, tid)
+            except errors.NotFound as exc:
+                if exc.code in (errors.UNKNOWN_CHANNEL, errors.UNKNOWN_MESSAGE):
+                    return Lease.LOST
+                raise
+            except errors.BadRequest as exc:
+                if exc.code == ARCHIVED_THREAD:
+                    return Lease.LOST
+                raise
+            return Lease.CANCELLED if await self._stopped(msg) else Lease.HELD
+
+    async def finish(self, claim: Claim, result: Result) -> bool:
+        if not result.state.finished:
+            raise ValueError(f"finish needs a final state, not {result.state.value!r}")
+        payload = {
+            "task": claim.task.id, "receipt": claim.token, "worker": claim.worker,
+            "attempt": claim.task.attempt,
+            "result": {"state": result.state.value, "output": result.output,
+                       "error": result.error, "stderr_tail": result.stderr_tail,
+                       "duration": result.duration, "usage": result.usage},
+        }
+        item = self.outbox.put("result", payload)
+        with self._errors(f"reporting task {claim.task.id}"):
+            response = await self._deliver(item)
+        if response is None:
+            log.warning("task %s: the result waits in the outbox (%s) until Discord answers",
+                        claim.task.id, self.outbox.path)
+            return True
+        return not response.get("fenced")
+
+    async def release(self, claim: Claim) -> None:
+        """Hand the task back (worker stopping): same attempt, re-posted at the queue's end."""
+        tid = claim.task.id
+        with self._errors(f"handing back task {tid}"):
+            try:
+                await self.client.delete_message(tid, claim.token)
+            except errors.NotFound:
+                return  # a reaper took it already
+            try:
+                msg = await self.client.get_message(self.task_channel, tid)
+            except errors.NotFound:
+                return
+            if await self._stopped(msg):
+                item = self.outbox.put("requeue", {"old": tid, "cancelled": True,
+                                                   "by": "a 🛑 reaction"})
+                await self._deliver(item)
+                return
+            await self._requeue(msg, claim.task.spec.to_text(), claim.task.attempt,
+                                f"handed back by {claim.worker} (worker stopping)",
+                                verb="handed back", handed_back=True)
+
+    async def reap(self, max_attempts: int | None = None) -> int:
+        """Poll (the claim that follows uses this page) and requeue tasks whose lease expired."""
+        limit = self.max_attempts if max_attempts is None else max_attempts
+        with self._errors("checking leases"):
+            await self._poll()
+            now = time.time()
+            with self.state.locked() as doc:
+                running: dict[str, float] = doc.setdefault("running", {})
+                due = sorted((k for k, t in running.items() if t <= now), key=int)[:REAP_BATCH]
+                for key in due:  # this process checks them: the host's others wait
+                    running[key] = now + max(self.lease / 2, 1.0)
+            reaped = 0
+            for key in due:
+                reaped += await self._check(key, limit)
+            return reaped
+
+    def _schedule(self, key: str, when: float | None) -> None:
+        with self.state.locked() as doc:
+            running = doc.setdefault("running", {})
+            if when is None:
+                running.pop(key, None)
+            else:
+                running[key] = when
+
+    async def _check(self, key: str, limit: int) -> int:
+        """Look at one running task's thread; requeue it if its lease expired. 1 if requeued."""
+        try:
+            notes = await self.client.list_messages(key, after=0, limit=50)
+        except errors.NotFound:
+            self._schedule(key, None)
+            return 0
+        notes = sorted((m for m in notes if (m.get("author") or {}).get("bot")), key=_msg_id)
+        ends = (formats.RESULT, formats.REQUEUE_NOTE, formats.DEAD_NOTE, formats.REJECTED,
+                formats.CANCELLED_QUEUED)
+        if any(p.match(m.get("content") or "") for m in notes for p in ends):
+            self._schedule(key, None)  # finished (perhaps still being marked)
+            return 0
+        receipts = [(m, r) for m in notes if (r := formats.parse_receipt(m.get("content") or ""))]
+        now = time.time()
+        if receipts:
+            receipt_msg, receipt = receipts[-1]
+            if receipt.lease_until + REAP_GRACE > now:
+                self._schedule(key, receipt.lease_until + REAP_GRACE)
+                return 0
+            try:
+                msg = await self.client.get_message(self.task_channel, key)
+                source, _ = await self._source(msg)
+            except errors.NotFound:
+                self._schedule(key, None)
+                return 0
+            except _Rejected:
+                source = msg.get("content") or ""
+            try:
+                await self.client.delete_message(key, receipt_msg["id"])  # the compare-and-set
+            except errors.NotFound:
+                self._schedule(key, now + self.lease)
+                return 0
+            later = await self.client.list_messages(key, after=receipt_msg["id"], limit=50)
+            if any(formats.RESULT.match(m.get("content") or "") for m in later
+                   if (m.get("author") or {}).get("bot")):
+                self._schedule(key, None)  # its holder finished just now: nothing to do
+                return 0
+            why = (f"the lease of attempt {receipt.attempt} expired (worker {receipt.worker} "
+                   "stopped renewing it: died or hung)")
+            log.warning("task %s: %s; re-queueing", key, why)
+            self._schedule(key, None)
+            await self._requeue(msg, source, receipt.attempt, why, verb="requeued", limit=limit)
+            return 1
+        # No receipt: being requeued (this host or another delivers it), or an orphan whose
+        # claimer died before its receipt: nothing was ever posted in the thread.
+        thread = await self.client.get_channel(key)
+        if thread.get("total_message_sent", 0) or _archived(thread):
+            self._schedule(key, now + self.lease)
+            return 0
+        if now - _thread_created(thread) < self.lease + REAP_GRACE:
+            self._schedule(key, _thread_created(thread) + self.lease + REAP_GRACE)
+            return 0
+        try:
+            msg = await self.client.get_message(self.task_channel, key)
+            source, attempt = await self._source(msg)
+        except errors.NotFound:
+            self._schedule(key, None)
+            return 0
+        except _Rejected:
+            return 0
+        try:
+            await self.client.delete_message(self.task_channel, key)  # the compare-and-set
+        except errors.NotFound:
+            self._schedule(key, None)
+            return 0
+        why = f"attempt {attempt} was claimed but its worker never confirmed (died)"
+        log.warning("task %s: %s; re-queueing", key, why)
+        self._schedule(key, None)
+        await self._requeue(msg, source, attempt, why, verb="requeued", limit=limit)
+        return 1
+
+    async def cancel(self, task_id: str) -> bool:
+        with self._errors(f"cancelling task {task_id}"):
+            msg = await self._latest(task_id)
+            if msg is None:
+                return False
+            thread = msg.get("thread")
+            if thread and _archived(thread):
+                return False
+            await self.client.add_reaction(self.task_channel, msg["id"], formats.STOP)
+            if not thread:
+                await self._cancel_queued(msg, by="`dorch cancel`")
+            return True
+
+    async def _latest(self, task_id: str) -> dict[str, Any] | None:
+        """The message of the task's latest attempt (following re-posts)."""
+        tid = self._resolve_outbox(task_id)
+        if tid is None:
+            return None
+        for _ in range(self.max_attempts * 3 + 3):
+            try:
+                msg = await self.client.get_message(self.task_channel, tid)
+            except errors.NotFound as exc:
+                if exc.code == errors.UNKNOWN_MESSAGE:
+                    return None
+                raise
+            thread = msg.get("thread")
+            if not thread or not _archived(thread):
+                return msg
+            nxt = await self._next_attempt(tid)
+            if nxt is None:
+                return msg
+            tid = nxt
+        return None
+
+    async def _next_attempt(self, tid: str) -> str | None:
+        notes = await self.client.list_messages(tid, after=0, limit=100)
+        for m in sorted(notes, key=_msg_id):
+            found = formats.REQUEUE_NOTE.match(m.get("content") or "")
+            if found and (m.get("author") or {}).get("bot"):
+                parsed = formats.parse_link(found["link"])
+                if parsed:
+                    return parsed[2]
+        return None
+
+    def _resolve_outbox(self, task_id: str) -> str | None:
+        if not task_id.startswith("outbox-"):
+            return task_id if task_id.isdigit() else None
+        try:
+            response = self.outbox.response(int(task_id[len("outbox-"):]))
+        except ValueError:
+            return None
+        return str(response["id"]) if isinstance(response, dict) and "id" in response else None
+
+    async def get(self, task_id: str) -> TaskView | None:
+        with self._errors(f"reading task {task_id}"):
+            await self._drain()
+            tid = self._resolve_outbox(task_id)
+            if tid is None:
+                if task_id.startswith("outbox-") and any(
+                        f"outbox-{i.id}" == task_id for i in self.outbox.pending()):
+                    spec = TaskSpec("(waiting in this host's outbox for Discord)")
+                    return TaskView(Task(task_id, spec), State.QUEUED)
+                return None
+            for _ in range(self.max_attempts * 3 + 3):
+                try:
+                    msg = await self.client.get_message(self.task_channel, tid)
+                except errors.NotFound as exc:
+                    if exc.code == errors.UNKNOWN_MESSAGE:
+                        return None
+                    raise
+                spec, attempt = self._view_spec(msg)
+                task = Task(task_id, spec, attempt,
+                            str((msg.get("author") or {}).get("username", "")),
+                            _epoch(msg.get("timestamp")))
+                url = self._link(tid)
+                thread = msg.get("thread")
+                if not thread:
+                    if await self._stopped(msg):
+                        return TaskView(task, State.CANCELLED, url=url,
+                                        result=Result(State.CANCELLED, error="cancelled before "
+                                                      "it started"))
+                    return TaskView(task, State.QUEUED, url=url)
+                view = await self._read_thread(task, tid, thread, url)
+                if isinstance(view, TaskView):
+                    return view
+                tid = view
+            return None
+
+    async def _read_thread(self, task: Task, tid: str, thread: dict[str, Any],
+                           url: str) -> TaskView | str:
+        """The task's state from its thread, or the id of its next attempt."""
+        notes = await self.client.list_messages(tid, after=0, limit=100)
+        notes = sorted((m for m in notes if (m.get("author") or {}).get("bot")), key=_msg_id)
+        started = _thread_created(thread)
+        receipt: formats.Receipt | None = None
+        for m in notes:
+            content = m.get("content") or ""
+            parsed = formats.parse_result(content)
+            if parsed is not None:
+                result, worker = parsed
+                for att in m.get("attachments") or []:
+                    if att.get("filename") == formats.RESULT_FILE:
+                        result.output = await self._download(att, TASK_FILE_CAP)
+                return TaskView(task, result.state, worker, started, _epoch(m.get("timestamp")),
+                                result, url)
+        for m in notes:
+            content = m.get("content") or ""
+            if (found := formats.REQUEUE_NOTE.match(content)) and (
+                    parsed_link := formats.parse_link(found["link"])):
+                return parsed_link[2]
+            if found := formats.DEAD_NOTE.match(content):
+                return TaskView(task, State.DEAD, receipt.worker if receipt else "", started,
+                                _epoch(m.get("timestamp")), Result(State.DEAD,
+                                                                   error=found["error"]), url)
+            if found := formats.REJECTED.match(content):
+                return TaskView(task, State.FAILED, "", started, _epoch(m.get("timestamp")),
+                                Result(State.FAILED, error=found["error"]), url)
+            if formats.CANCELLED_QUEUED.match(content):
+                return TaskView(task, State.CANCELLED, "", started, _epoch(m.get("timestamp")),
+                                Result(State.CANCELLED, error="cancelled before it started"),
+                                url)
+            receipt = formats.parse_receipt(content) or receipt
+        return TaskView(task, State.RUNNING, receipt.worker if receipt else "", started, url=url)
+
+    async def status(self, recent: int = 10) -> Status:
+        recent = max(recent, 0)
+        with self._errors("reading the queue"):
+            await self._drain()
+            entries = await self._poll()
+            summaries = await self.client.list_messages(self.results_channel, limit=100)
+            board = await self.client.list_messages(self.pool_channel, limit=100)
+        workers = parse_board(board)
+        by_task = {w.task_id: w for w in workers if w.state == "RUNNING" and w.task_id}
+        counts = {s.value: 0 for s in State}
+        running: list[TaskView] = []
+        for e in entries:
+            if e.kind in ("queued", "stop"):
+                counts["queued"] += 1
+            elif e.kind == "running":
+                spec, attempt = self._view_spec(e.msg)
+                task = Task(str(e.id), spec, attempt,
+                            str((e.msg.get("author") or {}).get("username", "")),
+                            _epoch(e.msg.get("timestamp")))
+                holder = by_task.pop(str(e.id), None)
+                running.append(TaskView(task, State.RUNNING, holder.worker if holder else "",
+                                        _thread_created(e.msg["thread"]), url=self._link(e.id)))
+        for task_id, holder in by_task.items():  # running, but older than this poll's page
+            running.append(TaskView(Task(task_id, TaskSpec("(see the thread)")), State.RUNNING,
+                                    holder.worker, holder.updated_at, url=self._link(task_id)))
+        counts["running"] = len(running)
+        finished: list[TaskView] = []
+        dead: list[TaskView] = []
+        for m in sorted(summaries, key=_msg_id, reverse=True):
+            if not (m.get("author") or {}).get("bot"):
+                continue
+            found = formats.SUMMARY.match(m.get("content") or "")
+            if not found:
+                continue
+            label = found["state"]
+            state = State.FAILED if label == "rejected" else State(label)
+            counts[state.value] += 1
+            parsed = formats.parse_link(found["link"])
+            line = found["line"] or ""
+            result = Result(state, output=line if state is State.SUCCEEDED else "",
+                            error="" if state is State.SUCCEEDED else line or label,
+                            duration=float(found["duration"] or 0))
+            view = TaskView(Task(parsed[2] if parsed else "?", TaskSpec(line or label)), state,
+                            found["worker"] or "", None, _epoch(m.get("timestamp")), result,
+                            found["link"])
+            (dead if state is State.DEAD else finished).append(view)
+        pending = len(self.outbox.pending()) + len(self.outbox.failed())
+        return Status(counts=counts, running=sorted(running, key=lambda v: v.started_at or 0),
+                      recent=finished[:recent], dead=dead[:recent], workers=workers,
+                      pending_delivery=pending)
+
+    async def clear(self) -> int:
+        """Delete every task nobody claimed yet: bulk deletes for messages younger than 14
+        days, single deletes for older ones. Returns how many were deleted."""
+        with self._errors("clearing the queue"):
+            with self.state.locked() as doc:
+                cursor = int(doc.get("cursor") or 0)
+            waiting: list[int] = []
+            for _ in range(1000):
+                batch = await self.client.list_messages(self.task_channel, after=cursor,
+                                                        limit=PAGE)
+                if not batch:
+                    break
+                batch.sort(key=_msg_id)
+                for msg in batch:
+                    entry = await self._classify(msg)
+                    if entry.kind in ("queued", "stop"):
+                        waiting.append(entry.id)
+                cursor = _msg_id(batch[-1])
+                if len(batch) < PAGE:
+                    break
+            young_after = _snowflake_at(time.time() - 14 * 86400 + 3600)
+            young = [m for m in waiting if m > young_after]
+            old = [m for m in waiting if m <= young_after]
+            for start in range(0, len(young), 100):
+                chunk = young[start:start + 100]
+                if len(chunk) == 1:
+                    old.append(chunk[0])
+                else:
+                    await self.client.bulk_delete(self.task_channel, chunk)
+            for mid in old:
+                with contextlib.suppress(errors.NotFound):
+                    await self.client.delete_message(self.task_channel, mid)
+            return len(waiting)
+
+    async def report_worker(self, view: WorkerView) -> None:
+        self.board.report(view, paths.worker_state_dir(view.worker))
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.board.flush()
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
+        if self._cdn is not None:
+            await self._cdn.close()
+        self.outbox.close()
+        self.state.close()
+
+    # -- used by `dorch watch` and `dorch status` ----------------------------------------------
+
+    def pending_deliveries(self) -> list[Item]:
+        return self.outbox.pending() + self.outbox.failed()
+
