@@ -60,6 +60,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                      help="name of the credential holding the bot token (not the token)"),
         "allowed_submitters": Key(list, []),
         "allowed_roles": Key(list, []),
+        "invalid_request_limit": Key(int, 2500, help="401/403/429 answers per 10 minutes per host "
+                                     "before dorch stops sending (Discord bans at 10,000)"),
     },
     "worker": {
         "id": Key(str, "", env="DORCH_WORKER_ID", help="worker id (default: host-instance)"),
