@@ -138,13 +138,13 @@ def _print_view(view: TaskView, as_json: bool) -> int:
 @handles_errors
 def submit(
     text: Annotated[str | None, typer.Argument(
-        help="The prompt, with optional inline tags [model:X] [thinking:Y]; - reads stdin.",
+        metavar="TEXT", help="The prompt, with optional inline tags [model:X] [thinking:Y]; - reads stdin.",
         show_default=False)] = None,
     model_pos: Annotated[str | None, typer.Argument(
-        metavar="[MODEL]", help="Model (as in the original scripts' positional form).",
+        metavar="MODEL", help="Model (as in the original scripts' positional form).",
         show_default=False)] = None,
     thinking_pos: Annotated[str | None, typer.Argument(
-        metavar="[THINKING]", help="Thinking level.", show_default=False)] = None,
+        metavar="THINKING", help="Thinking level.", show_default=False)] = None,
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="Model or alias from [models]; wins over tags.")] = None,
     thinking: Annotated[str | None, typer.Option(
