@@ -51,7 +51,7 @@ class Layout:
 
     def dropin(self) -> str:
         """The drop-in that loads this credential; the worker reads $CREDENTIALS_DIRECTORY/NAME."""
-        lines = [f"# {self.dropin_path}: written by `dorch token set {self.name} --systemd`.",
+        lines = [f"# {self.dropin_path}, from `dorch token set {self.name} --systemd`.",
                  f"# {self.unit} reads the token from $CREDENTIALS_DIRECTORY/{self.name}.",
                  "[Service]"]
         if self.instance:

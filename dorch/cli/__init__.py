@@ -121,6 +121,7 @@ def _register() -> None:
         core,  # noqa: F401  (submit, worker, up, status, result, ...)
         doctor,  # noqa: F401  (dorch doctor)
         emulator,  # noqa: F401  (dorch emulator)
+        setup,  # noqa: F401  (dorch setup)
         token,  # noqa: F401  (dorch token set|get|delete)
     )
 

@@ -106,6 +106,9 @@ def set_(
             return
         typer.echo(f"\nLoad it with this drop-in ({layout.dropin_path}; --write-dropin writes it):\n")
         typer.echo(layout.dropin())
+        if name == "discord-token" and not instance and credstore == CREDSTORE:
+            typer.echo("(dorch-worker@.service already loads /etc/credstore.encrypted/discord-token "
+                       "by itself: the drop-in matters for another name or path.)")
         return
 
     from dorch.secrets import keyring_set
