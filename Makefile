@@ -36,3 +36,8 @@ bench: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# --- packaging (packaging/README.md): dist/dorch_<version>_<arch>.deb; needs root ------------
+.PHONY: deb
+deb: $(VENV)/.installed-test
+	PYTHON=$(BIN)/python packaging/build-deb
