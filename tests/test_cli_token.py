@@ -166,6 +166,10 @@ def test_systemd_encrypts_through_stdin_and_prints_the_dropin(
     assert not units.exists()  # printed, not written, without --write-dropin
     assert token not in out.stdout + out.stderr
 
+    # Outside a unit nothing can read it, but `token get` says it is there.
+    seen = home.dorch("token", "get", "discord-token", "--credstore", str(store), env=creds)
+    assert seen.returncode == 1 and f"an encrypted credential {path} exists" in seen.stderr
+
 
 def test_systemd_per_instance_with_written_dropin_then_delete(
         home: DorchHome, creds: dict[str, str], tmp_path: Path) -> None:

@@ -133,19 +133,25 @@ def get(
     reveal: Annotated[bool, typer.Option(
         "--reveal", help="Print the value too (on stdout, the report going to stderr).")] = False,
     as_json: JsonOption = False,
+    credstore: CredstoreOption = CREDSTORE,
 ) -> None:
     """Say whether a secret is there, where, and whether it looks like a Discord bot token."""
     from dorch.secrets import discord_token_bot_id, discord_token_problems, not_found_message, survey
 
     places = survey(name)
     found = [p for p in places if p.value is not None]
+    # Outside a unit, a server's token is sealed in the credstore: say it is there at least.
+    sealed = str(credstore / name) if (credstore / name).is_file() else None
+    sealed_note = (f"  an encrypted credential {sealed} exists: units load it into their "
+                   "$CREDENTIALS_DIRECTORY (`sudo systemd-creds decrypt` reads it)") if sealed else ""
     if not found:
         if as_json:
-            print_json({"name": name, "found": False,
+            print_json({"name": name, "found": False, "encrypted_credential": sealed,
                         "looked": [{"source": p.source, "location": p.location, "note": p.note}
                                    for p in places]})
         else:
-            typer.echo(not_found_message(name, places), err=True)
+            typer.echo(not_found_message(name, places) + ("\n" + sealed_note if sealed else ""),
+                       err=True)
         raise typer.Exit(EXIT_FAILED)
     used, shadowed = found[0], found[1:]
     value = used.value or ""
@@ -155,6 +161,7 @@ def get(
         data: dict[str, Any] = {
             "name": name, "found": True, "source": used.source, "location": used.location,
             "also_in": [p.location for p in shadowed],
+            "encrypted_credential": sealed,
             "discord_token": {"looks_valid": not problems, "problems": problems, "bot_id": bot_id},
         }
         if reveal:
@@ -168,6 +175,8 @@ def get(
         lines.append(f"  looks like a Discord bot token (bot user id {bot_id}); only Discord can "
                      "tell whether it is still valid (`dorch doctor`)")
     lines += [f"  also in the {p.location} (not used: the first place wins)" for p in shadowed]
+    if sealed and used.source != "credentials":
+        lines.append(sealed_note)
     if not reveal:
         lines.append("  (the value is not shown: --reveal prints it)")
     typer.echo("\n".join(lines), err=reveal)
