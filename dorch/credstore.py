@@ -24,6 +24,7 @@ from dorch.secrets import CREDSTORE, SecretError, check_name
 
 MIN_SYSTEMD = 250
 UNIT_DIR = Path("/etc/systemd/system")
+TEMPLATE_CREDENTIAL = "discord-token"  # what systemd/dorch-worker@.service loads by itself
 _TIMEOUT = 60.0
 
 
@@ -54,8 +55,10 @@ class Layout:
         lines = [f"# {self.dropin_path}, from `dorch token set {self.name} --systemd`.",
                  f"# {self.unit} reads the token from $CREDENTIALS_DIRECTORY/{self.name}.",
                  "[Service]"]
-        if self.instance:
-            lines.append("LoadCredentialEncrypted=")  # drop the template's, then load this one
+        if self.instance or self.name == TEMPLATE_CREDENTIAL:
+            # Replace the template's own discord-token entry instead of adding a second one for
+            # the same id (an empty assignment resets the list; the Ansible role does the same).
+            lines.append("LoadCredentialEncrypted=")
         lines.append(f"LoadCredentialEncrypted={self.name}:{self.file}")
         return "\n".join(lines) + "\n"
 

@@ -162,7 +162,8 @@ def test_systemd_encrypts_through_stdin_and_prints_the_dropin(
     assert wrong.returncode != 0 and token not in wrong.stdout
     assert token not in (tmp_path / "argv.log").read_text()  # never on a command line (ps)
     assert "encrypt --name=discord-token - " in (tmp_path / "argv.log").read_text()
-    assert "[Service]\nLoadCredentialEncrypted=discord-token:" + str(path) in out.stdout
+    assert ("[Service]\nLoadCredentialEncrypted=\nLoadCredentialEncrypted=discord-token:" + str(path)
+            in out.stdout)
     assert not units.exists()  # printed, not written, without --write-dropin
     assert token not in out.stdout + out.stderr
 
