@@ -67,6 +67,11 @@ class Host:
         out = self.sh(f"systemctl show {unit} -p {','.join(props)}")
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
+    def use_echo_agent(self) -> None:
+        """The shipped config (one queue for services and admin) plus an agent: echo."""
+        self.c.write("/etc/dorch/config.toml",
+                     self.sh("cat /etc/dorch/config.example.toml") + LOCAL_CONFIG)
+
     def start_worker(self, instance: str) -> str:
         """Start dorch-worker@INSTANCE, wait until it is active; its MainPID."""
         self.sh(f"systemctl start dorch-worker@{instance}")
@@ -155,15 +160,18 @@ def test_install_offline_gives_dorch_its_user_units_and_config_and_starts_nothin
     assert h.sh("systemctl list-units --no-legend --plain --state=active 'dorch*'") == ""
 
 
-def test_dorch_demo_runs_from_the_package(host: Host) -> None:
+def test_dorch_demo_runs_from_the_package_and_writes_nothing_into_it(host: Host) -> None:
     out = host.sh("cd /root && dorch demo", timeout=120)
     assert "6/6 tasks succeeded" in out and "All workers stopped cleanly." in out, out
+    # The shipped bytecode is current: root (who could write there) added no __pycache__ file.
+    extra = host.sh("find /opt/dorch | LC_ALL=C sort > /root/t/opt && dpkg -L dorch | "
+                    "LC_ALL=C sort | comm -23 /root/t/opt -")
+    assert extra == "", f"files in /opt/dorch that dpkg does not know: {extra}"
 
 
 def test_a_worker_unit_runs_a_task_with_the_shipped_config(host: Host) -> None:
     h = host
-    # The shipped config already points services and the admin at one queue; add an agent.
-    h.sh(f"printf %s {shlex.quote(LOCAL_CONFIG)} >> /etc/dorch/config.toml")
+    h.use_echo_agent()
     h.start_worker("1")
     view = h.run_task("hello from the .deb")
     assert view["state"] == "succeeded", view
@@ -175,8 +183,7 @@ def test_a_worker_unit_runs_a_task_with_the_shipped_config(host: Host) -> None:
 
 def test_an_upgrade_restarts_running_workers_only_and_keeps_the_config(host: Host) -> None:
     h = host
-    if "[executor]" not in h.sh("cat /etc/dorch/config.toml"):
-        h.sh(f"printf %s {shlex.quote(LOCAL_CONFIG)} >> /etc/dorch/config.toml")
+    h.use_echo_agent()
     config = h.sh("cat /etc/dorch/config.toml")
     # An idle worker (no task queued) keeps its process until something restarts it.
     before = h.start_worker("1")
@@ -192,8 +199,7 @@ def test_an_upgrade_restarts_running_workers_only_and_keeps_the_config(host: Hos
 
 def test_purge_stops_workers_and_leaves_only_the_state_and_the_user(host: Host) -> None:
     h = host
-    if "[executor]" not in h.sh("cat /etc/dorch/config.toml"):
-        h.sh(f"printf %s {shlex.quote(LOCAL_CONFIG)} >> /etc/dorch/config.toml")
+    h.use_echo_agent()
     h.start_worker("1")
     assert h.run_task("before the purge")["state"] == "succeeded"
     h.sh("systemctl enable dorch-worker@2 dorch-workers.target")
