@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import os
-import re
 
 import typer
 
@@ -25,17 +22,9 @@ from dorch.cli import (
 
 def _token(name: str) -> str:
     """The bot token through dorch.secrets (credential, keyring, then environment)."""
-    try:
-        secrets = importlib.import_module("dorch.secrets")
-    except ModuleNotFoundError:  # dorch.secrets not installed yet: the environment only
-        env = "DORCH_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
-        value = os.environ.get(env, "")
-        if not value:
-            from dorch.config import ConfigError
+    from dorch.secrets import lookup_secret
 
-            raise ConfigError(f"no secret {name!r}: set ${env}") from None
-        return value
-    return str(secrets.lookup_secret(name))
+    return lookup_secret(name)
 
 
 @app.command()
