@@ -45,5 +45,5 @@ def test_role_is_lint_clean_and_passes_molecule(rootfs: Path, tmp_path: Path) ->
     for stage in ("create", "converge", "idempotence", "verify", "side_effect", "destroy"):
         assert re.search(rf"\[default > {stage}\] Executed: Successful", text), stage
     # The role's no_log holds: the inventory's test tokens never reach the output.
-    assert "molecule-token" not in text
+    assert "emulator-token" not in text
     FACTS.append(f"ansible: lint + molecule test (2 hosts, 3+2 workers, scale 3->1) in {took:.0f} s")
