@@ -32,7 +32,7 @@ test: lint typecheck
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test
-	$(BIN)/python -m bench
+	$(BIN)/python bench/local_bus_claims.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
