@@ -140,7 +140,7 @@ def _sub_nonce(item: Item, tag: str) -> str:
 
 def _token(config: Config) -> str:
     try:
-        from dorch.secrets import lookup_secret  # type: ignore[import-not-found]
+        from dorch.secrets import lookup_secret
     except ImportError:  # TEMPORARY until dorch.secrets lands
         import os
 
