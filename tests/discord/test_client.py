@@ -4,7 +4,6 @@ mention suppression, nonces, attachments, errors and retries, token redaction.""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -17,7 +16,7 @@ from dorch import __version__
 from dorch.discord import errors
 from dorch.discord.client import DiscordClient
 from dorch.discord.content import File, with_attachment
-from dorch.discord.emulator import Emulator, Faults
+from dorch.discord.emulator import Emulator
 from tests.discord.emulator_api import MakeEmulator
 
 T = TypeVar("T")
@@ -315,14 +314,9 @@ def test_user_agent_and_repr(emulator: Emulator, tmp_path: Path) -> None:
     asyncio.run(client.aclose())
 
 
-# -- answers lost after Discord acted (needs the emulator's drop_responses fault) ---------------
-
-_DROP = "drop_responses" in {f.name for f in dataclasses.fields(Faults)}
-needs_drop = pytest.mark.xfail(not _DROP, strict=True, reason="the emulator has no "
-                               "drop_responses fault yet (/tmp/dorch-notes/emulator-requests.md)")
+# -- answers lost after Discord acted (the emulator's drop_responses fault) -----------------------
 
 
-@needs_drop
 def test_a_post_whose_answer_was_lost_is_not_duplicated(emulator: Emulator, tmp_path: Path) -> None:
     channel = emulator.config.channel("results").id
     emulator.set_faults(drop_responses=1)  # the message is created, its answer never arrives
@@ -332,7 +326,6 @@ def test_a_post_whose_answer_was_lost_is_not_duplicated(emulator: Emulator, tmp_
     assert [m["id"] for m in emulator.messages("results")] == [msg["id"]]
 
 
-@needs_drop
 def test_a_claim_whose_answer_was_lost_is_still_ours(emulator: Emulator, tmp_path: Path) -> None:
     """The retried start-thread gets 160004 for our own thread: the client sees it is ours."""
     task = emulator.post_as_user("alice", "task-queue", "task")

@@ -148,3 +148,21 @@ def test_outage_reset_drops_connections_and_refuse_closes_the_port(make_emulator
 
     run(emu, body)
     assert emu.stats()["faults"]["outage-reset"] >= 1
+
+
+def test_fail_next_and_drop_responses_count_down(make_emulator: MakeEmulator) -> None:
+    emu = make_emulator()
+
+    async def body(api: Api) -> None:
+        emu.set_faults(fail_next=2, error_status=503)
+        statuses = [(await api.call("GET", "/users/@me")).status for _ in range(3)]
+        assert statuses == [503, 503, 200]
+        emu.set_faults(drop_responses=1)
+        with pytest.raises(aiohttp.ClientError):
+            await api.post(api.channel("results"), "carried out, answer lost")
+        assert (await api.post(api.channel("results"), "second")).status == 200
+
+    run(emu, body)
+    assert [m["content"] for m in emu.messages("results")] == ["carried out, answer lost", "second"]
+    assert emu.faults.drop_responses == 0 and emu.faults.fail_next == 0
+    assert [r.fault for r in emu.requests if r.method == "POST"] == ["drop-response", None]

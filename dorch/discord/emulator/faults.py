@@ -19,6 +19,10 @@ class Faults:
     a separate process ends it). ``latency`` is added before each request; ``error_rate`` is the
     share of requests answered with ``error_status``; ``shared_429_rate`` the share answered with
     a shared-scope 429 (which Discord does not count as an invalid request).
+    ``drop_responses``: the next N API requests are carried out (a message is created, a thread
+    started) and then the connection is dropped without an answer, as when a response is lost on
+    the way back; ``fail_next``: the next N API requests get ``error_status`` (deterministic
+    retries). Both count down by themselves.
     """
 
     outage: str = "off"
@@ -28,6 +32,8 @@ class Faults:
     error_status: int = 502
     shared_429_rate: float = 0.0
     shared_retry_after: float = 1.0
+    drop_responses: int = 0
+    fail_next: int = 0
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply CHANGES (field -> value) after checking every one; a bad one changes nothing."""
@@ -40,6 +46,9 @@ class Faults:
                 value = "off" if value is False or value is None else "503" if value is True else str(value)
                 if value not in OUTAGES:
                     raise ValueError(f"faults.outage must be one of {', '.join(OUTAGES)}, not {value!r}")
+            elif key in ("drop_responses", "fail_next"):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"faults.{key} must be a whole number >= 0")
             elif key == "error_status":
                 if isinstance(value, bool) or not isinstance(value, int) or not 500 <= value <= 599:
                     raise ValueError("faults.error_status must be an HTTP 5xx status")

@@ -378,6 +378,12 @@ class Emulator:
             if exc.status in (401, 403):
                 self.invalid.record(ip)
             return _json(exc.status, exc.body(), headers)
+        if self.faults.drop_responses > 0:
+            self.faults.drop_responses -= 1
+            record.fault = "drop-response"
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("emulated lost response")
         return _json(status, data, headers)
 
     def _bot(self, request: web.Request) -> MemberSpec | None:
@@ -398,7 +404,10 @@ class Emulator:
         if faults.latency:
             await asyncio.sleep(faults.latency)
         roll = self._rng.random()
-        if roll < faults.error_rate:
+        if faults.fail_next > 0:
+            faults.fail_next -= 1
+            roll = -1.0
+        if roll < faults.error_rate or roll < 0:
             record.fault = f"error-{faults.error_status}"
             if faults.error_status == 500:
                 return _json(500, {"message": "500: Internal Server Error", "code": 0}, {"Via": VIA})
