@@ -139,17 +139,10 @@ def _sub_nonce(item: Item, tag: str) -> str:
 
 
 def _token(config: Config) -> str:
-    try:
-        from dorch.secrets import lookup_secret
-    except ImportError:  # TEMPORARY until dorch.secrets lands
-        import os
+    """The bot token: systemd credential, keyring, then environment (dorch.secrets)."""
+    from dorch.secrets import lookup_secret
 
-        name = config.discord["token"]
-        value = os.environ.get("DORCH_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper())
-        if not value:
-            raise BusConfigError(f"no bot token: set DORCH_SECRET for {name!r}") from None
-        return value
-    return str(lookup_secret(config.discord["token"]))
+    return lookup_secret(config.discord["token"])
 
 
 @dataclass
