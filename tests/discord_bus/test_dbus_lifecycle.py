@@ -24,6 +24,9 @@ def test_submit_run_and_read_the_result(world: World) -> None:
     assert done.stdout.strip() == "done: Write a haiku about queues"
     assert len(world.executions()) == 1
 
+    # archiving the thread is the worker's last step: wait for it, then everything before it is there
+    eventually(lambda: world.messages("task-queue")[0]["thread"]["thread_metadata"]["archived"],
+               30, "the task thread to be archived")
     thread = thread_messages(world, task_id)
     assert thread[0]["content"].startswith("🔒 claimed by **")
     assert "attempt 1/3" in thread[0]["content"]
