@@ -18,7 +18,8 @@ DORCH = str(Path(sys.executable).with_name("dorch"))
 SUPPORT = Path(__file__).parent / "support"
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
+               interval: float = 0.05) -> Any:
     """Poll PREDICATE until it returns something truthy; fail the test after TIMEOUT seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -27,7 +28,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = 
             return value
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(interval)
 
 
 @dataclass

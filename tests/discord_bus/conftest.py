@@ -25,23 +25,14 @@ import pytest
 
 from dorch.discord.emulator import Emulator, EmulatorConfig
 from dorch.discord.emulator.config import DEFAULT
-from tests.helpers import DORCH, DorchHome, agent_command
+from tests.helpers import DORCH, DorchHome, agent_command, wait_until
 
 WORKER_BOTS = ("worker-1", "worker-2", "worker-3", "worker-4")
 TOKEN_ENV = "DORCH_SECRET_DISCORD_TOKEN"
 
 
-def eventually(predicate: Callable[[], Any], timeout: float, what: str,
-               interval: float = 0.25) -> Any:
-    """Poll PREDICATE (a cheap look at state) until truthy; fail after TIMEOUT seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+# A cheap look at emulator state, polled with a deadline (interval=0.25 for costlier looks).
+eventually = wait_until
 
 
 class Fleet:
