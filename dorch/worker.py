@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dorch import __version__, notify, paths
-from dorch.bus import Bus, BusError, Claim, Lease, Result, State, WorkerView, open_bus
+from dorch.bus import Bus, BusConfigError, BusError, Claim, Lease, Result, State, WorkerView, open_bus
 from dorch.config import Config, ConfigError
 from dorch.executors import ExecRequest, Executor, ExecutorConfigError, make_executor
 from dorch.task import resolve_model
@@ -28,6 +28,7 @@ from dorch.task import resolve_model
 EXIT_OK = 0
 EXIT_TEMPFAIL = 75
 EXIT_CONFIG = 78
+MAX_BACKOFF = 30.0  # s between polls while the bus cannot be reached
 
 log = logging.getLogger("dorch.worker")
 
@@ -82,11 +83,28 @@ class Worker:
         """Claim a task, waiting poll_interval (with jitter) between tries; None when idle/stopped."""
         w = self.config.worker
         deadline = time.monotonic() + w["max_idle_time"]
-        polls = 0
+        polls = failures = 0
         while not self._stop.is_set():
             polls += 1
-            await self.bus.reap(w["max_attempts"])
-            claim = await self.bus.claim(self.id, w["lease_seconds"])
+            try:
+                await self.bus.reap(w["max_attempts"])
+                claim = await self.bus.claim(self.id, w["lease_seconds"])
+            except BusConfigError:
+                raise
+            except BusError as exc:
+                # The bus is down for a while (a Discord outage): a new process would not
+                # fare better, so wait here, backing off, until the bus answers again.
+                failures += 1
+                if failures == 1 or failures % 10 == 0:
+                    log.warning("the bus cannot be reached (%d poll(s) failed): %s", failures,
+                                exc)
+                claim = None
+                if time.monotonic() >= deadline:
+                    raise
+            else:
+                if failures:
+                    log.info("the bus answers again after %d failed poll(s)", failures)
+                failures = 0
             if claim is not None:
                 log.info("claimed task %s (attempt %d) after %d poll(s)",
                          claim.task.id, claim.task.attempt, polls)
@@ -95,7 +113,11 @@ class Worker:
             if remaining <= 0:
                 log.info("idle for %.0f s: exiting", w["max_idle_time"])
                 return None
-            wait = min(w["poll_interval"] * random.uniform(0.8, 1.2), remaining)
+            # at most half a lease, so that after an outage this host's waiting results are
+            # delivered before other hosts' reapers (which wait a lease) take their tasks
+            cap = min(MAX_BACKOFF, w["lease_seconds"] / 2)
+            backoff = min(w["poll_interval"] * 2 ** failures, cap) if failures else 0
+            wait = min(max(w["poll_interval"], backoff) * random.uniform(0.8, 1.2), remaining)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), wait)
         return None
