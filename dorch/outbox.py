@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     lease_until REAL NOT NULL DEFAULT 0,
     last_error TEXT NOT NULL DEFAULT '',
     state TEXT NOT NULL DEFAULT 'pending',   -- pending | done | failed
-    response TEXT NOT NULL DEFAULT ''
+    response TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT ''            -- '' or who alone may deliver it (a bot token's id)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_try);
 """
@@ -65,42 +66,50 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an accepted item must survive a crash
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "owner" not in columns:  # a spool written by dorch 0.1.0
+            self._db.execute("ALTER TABLE outbox ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self._db.close()
 
-    def put(self, kind: str, payload: dict[str, Any], nonce: str | None = None) -> Item:
-        """Store an item durably; returns it (with the nonce to send on every try)."""
+    def put(self, kind: str, payload: dict[str, Any], nonce: str | None = None,
+            owner: str = "") -> Item:
+        """Store an item durably; returns it (with the nonce to send on every try). OWNER: only
+        a ``deliver`` by the same owner sends it (e.g. an edit only its author may make)."""
         nonce = nonce or new_nonce()
         now = self.clock()
         cur = self._db.execute(
-            "INSERT INTO outbox (kind, payload, nonce, created, next_try) VALUES (?, ?, ?, ?, ?)",
-            (kind, json.dumps(payload), nonce, now, now),
+            "INSERT INTO outbox (kind, payload, nonce, created, next_try, owner) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (kind, json.dumps(payload), nonce, now, now, owner),
         )
         return Item(int(cur.lastrowid or 0), kind, payload, nonce, now, 0, "")
 
-    def _take(self, lease: float) -> Item | None:
+    def _take(self, lease: float, owner: str) -> Item | None:
         """Lease the oldest due item so two processes never send it at the same moment."""
         now = self.clock()
         row = self._db.execute(
             "UPDATE outbox SET lease_until = ? WHERE id = (SELECT id FROM outbox "
-            "WHERE state = 'pending' AND next_try <= ? AND lease_until <= ? ORDER BY id LIMIT 1) "
+            "WHERE state = 'pending' AND next_try <= ? AND lease_until <= ? "
+            "AND owner IN ('', ?) ORDER BY id LIMIT 1) "
             "RETURNING id, kind, payload, nonce, created, tries, last_error",
-            (now + lease, now, now),
+            (now + lease, now, now, owner),
         ).fetchone()
         if row is None:
             return None
         return Item(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6])
 
     async def deliver(self, handlers: dict[str, Handler], limit: int = 100,
-                      lease: float = 60.0) -> int:
-        """Send up to LIMIT due items through their kind's handler; returns how many succeeded.
+                      lease: float = 60.0, owner: str = "") -> int:
+        """Send up to LIMIT due items (unowned, or OWNER's) through their kind's handler;
+        returns how many succeeded.
 
         A handler that raises schedules a retry with exponential backoff and jitter; one that raises
         PermanentError marks the item failed (kept, and shown by ``dorch status``)."""
         sent = 0
         for _ in range(limit):
-            item = self._take(lease)
+            item = self._take(lease, owner)
             if item is None:
                 break
             handler = handlers.get(item.kind)
@@ -135,6 +144,13 @@ class Outbox:
             "response = ? WHERE id = ?",
             (state, error[:500], json.dumps(response, default=str), item.id),
         )
+
+    def retry_now(self) -> int:
+        """Make every pending item due now (Discord is back: do not wait out the backoff)."""
+        return self._db.execute(
+            "UPDATE outbox SET next_try = ? WHERE state = 'pending' AND next_try > ?",
+            (self.clock(), self.clock()),
+        ).rowcount
 
     def response(self, item_id: int) -> Any:
         """What the handler returned for a delivered item (e.g. the created message), else None."""

@@ -133,6 +133,7 @@ class DiscordClient:
             directory = paths.data_dir() / "discord"
         # per token (by a hash: the file name must not reveal it) and per host
         token_id = hashlib.sha256(token.encode()).hexdigest()[:16]
+        self.token_id = token_id  # names this token in shared files without revealing it
         self._bucket_state = SharedState(directory / f"ratelimit-{token_id}.json"
                                          if shared and directory else None)
         self._host_state = SharedState(directory / "invalid-requests.json"
