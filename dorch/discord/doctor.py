@@ -30,6 +30,7 @@ ADMINISTRATOR = 1 << 3
 VIEW_CHANNEL = 1 << 10
 SEND_MESSAGES = 1 << 11
 MANAGE_MESSAGES = 1 << 13
+MANAGE_THREADS = 1 << 34
 ATTACH_FILES = 1 << 15
 READ_MESSAGE_HISTORY = 1 << 16
 CREATE_PUBLIC_THREADS = 1 << 35
@@ -44,16 +45,18 @@ NAMES = {
     CREATE_PUBLIC_THREADS: "Create Public Threads",
     SEND_MESSAGES_IN_THREADS: "Send Messages in Threads",
     MANAGE_MESSAGES: "Manage Messages",
+    MANAGE_THREADS: "Manage Threads",
     ATTACH_FILES: "Attach Files",
 }
 
 # What dorch does in each channel: tasks are claimed by starting a thread, answered in the
 # thread (long output attached), marked with reactions; reapers delete other workers' stale
-# claim receipts (Manage Messages). #results and #worker-pool only get posts and edits.
+# claim receipts (Manage Messages) and archive the threads other bots started (Manage Threads).
+# #results and #worker-pool only get posts and edits.
 NEEDED: dict[str, tuple[int, ...]] = {
     "task_channel": (VIEW_CHANNEL, SEND_MESSAGES, READ_MESSAGE_HISTORY, ADD_REACTIONS,
                      CREATE_PUBLIC_THREADS, SEND_MESSAGES_IN_THREADS, MANAGE_MESSAGES,
-                     ATTACH_FILES),
+                     MANAGE_THREADS, ATTACH_FILES),
     "results_channel": (VIEW_CHANNEL, SEND_MESSAGES, READ_MESSAGE_HISTORY),
     "pool_channel": (VIEW_CHANNEL, SEND_MESSAGES, READ_MESSAGE_HISTORY),
 }
@@ -115,10 +118,11 @@ async def diagnose(config: Config, token: str, **client_options: Any) -> list[Ch
     only for a host-wide stop (Cloudflare ban, too many invalid requests)."""
     client_options.setdefault("max_tries", 3)
     async with DiscordClient.from_config(config, token, **client_options) as client:
-        return await _diagnose(config, client)
+        return await run_checks(config, client)
 
 
-async def _diagnose(config: Config, client: DiscordClient) -> list[Check]:
+async def run_checks(config: Config, client: DiscordClient) -> list[Check]:
+    """The checks of ``diagnose`` with a client the caller already has (the bus's preflight)."""
     d = config.discord
     secret = d.get("token") or "discord-token"
     checks: list[Check] = []
