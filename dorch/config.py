@@ -7,6 +7,7 @@ source so ``dorch config show`` can explain it, and every mistake names the file
 
 from __future__ import annotations
 
+import itertools
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -325,4 +326,10 @@ def _check_relations(cfg: Config, where: str) -> None:
                 raise ConfigError(
                     f"{where}: [discord] {key}: required when [bus] kind = \"discord\" "
                     f"(right-click the channel in Discord with Developer Mode on -> Copy ID)"
+                )
+        for a, b in itertools.combinations(("task_channel", "results_channel", "pool_channel"), 2):
+            if int(cfg.discord[a]) == int(cfg.discord[b]):
+                raise ConfigError(
+                    f"{where}: [discord] {a} and {b} are the same channel; dorch needs three "
+                    "channels (#task-queue, #results, #worker-pool)"
                 )

@@ -108,13 +108,31 @@ class WorkerView:
 
 
 @dataclass
+class Delivery:
+    """A write waiting in this host's outbox (Discord bus): a submission, a result, a requeue."""
+
+    id: int
+    kind: str           # submit | result | requeue
+    what: str           # one line for people
+    created: float
+    tries: int
+    last_error: str = ""
+    failed: bool = False  # gave up (retrying cannot help); kept for inspection
+
+
+@dataclass
 class Status:
     counts: dict[str, int]
     running: list[TaskView]
     recent: list[TaskView]
     dead: list[TaskView]
     workers: list[WorkerView]
-    pending_delivery: int = 0
+    deliveries: list[Delivery] = field(default_factory=list)
+    error: str = ""     # the bus could not be read (only the local part is shown)
+
+    @property
+    def pending_delivery(self) -> int:
+        return len(self.deliveries)
 
 
 class Bus(Protocol):

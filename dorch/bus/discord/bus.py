@@ -30,7 +30,6 @@ outbox (``dorch.outbox``) with stable nonces: an outage delays them, a retry nev
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import random
 import re
@@ -46,6 +45,7 @@ from dorch.bus import (
     BusConfigError,
     BusError,
     Claim,
+    Delivery,
     Lease,
     Result,
     State,
@@ -71,12 +71,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("dorch.bus.discord")
 
 PAGE = 100  # messages per poll (Discord's maximum)
-SPREAD = 5  # a worker picks at random among this many of the oldest waiting tasks
+# A worker picks at random among this many of the oldest waiting tasks, the older the likelier
+# (weights 5:4:3:2:1), so workers polling together rarely collide and no task lingers.
+SPREAD = 5
 MAX_CLAIM_TRIES = 6  # threads tried per poll (lost races and deleted messages included)
 MAX_PAGES = 20  # pages read in one poll while catching up over finished tasks
 CURSOR_MARGIN = 10.0  # s: ids are k-sorted, so the cursor stays this far behind the present
 REAP_GRACE = 2.0  # s after a lease's end before a reaper takes it (clock skew, slow edits)
 REAP_BATCH = 10  # leases checked per poll at most
+PREFLIGHT_TTL = 3600.0  # s a passed permission check is trusted (per host and token)
 ATTACHMENT_CAP = 100_000  # bytes of text attachments a human's task may carry
 TASK_FILE_CAP = 8 << 20  # bytes of a task.md written by dorch
 ROLE_TTL = 600.0  # s a member's roles are cached
@@ -91,6 +94,14 @@ _TEXT_EXTENSIONS = (".txt", ".md", ".markdown", ".rst", ".py", ".js", ".ts", ".j
                     ".yml", ".toml", ".ini", ".cfg", ".csv", ".tsv", ".log", ".sh", ".c", ".h",
                     ".cc", ".cpp", ".hpp", ".rs", ".go", ".java", ".kt", ".rb", ".php", ".sql",
                     ".html", ".css", ".xml", ".diff", ".patch")
+
+
+# Errors that mean Discord could not be reached (from here): leases could not be renewed either.
+_UNREACHABLE = (errors.DiscordConnectionError, errors.ServerError, errors.RateLimited,
+                errors.CloudflareBan, errors.TooManyInvalidRequests)
+# Bot-written markers that are never a task, even if one lands in #task-queue.
+_NOT_TASKS = (formats.RECEIPT, formats.RESULT, formats.SUMMARY, formats.BOARD, formats.REJECTED,
+              formats.REQUEUE_NOTE, formats.DEAD_NOTE, formats.CANCELLED_QUEUED)
 
 
 def _msg_id(msg: dict[str, Any]) -> int:
@@ -174,17 +185,15 @@ class DiscordBus:
         self.pool_channel = int(d["pool_channel"])
         self.allowed_users = {int(u) for u in d["allowed_submitters"]}
         self.allowed_roles = {int(r) for r in d["allowed_roles"]}
+        self.config = config
         self.max_attempts = int(config.worker["max_attempts"])
         self.lease = float(config.worker["lease_seconds"])
         self.host = socket.gethostname()
         state_dir = paths.data_dir() / "discord"
         if client is None:
-            token = _token(config)
-            self._token_id = hashlib.sha256(token.encode()).hexdigest()[:16]
-            client = DiscordClient.from_config(config, token, state_dir=state_dir)
-        else:
-            self._token_id = "given"
+            client = DiscordClient.from_config(config, _token(config), state_dir=state_dir)
         self.client = client
+        self._token_id = client.token_id
         self.state = SharedState(state_dir / f"bus-{self.task_channel}.json")
         self.outbox = Outbox(paths.data_dir() / "outbox.sqlite3")
         self.board = Board(client, self.pool_channel, self.guild, self.task_channel)
@@ -234,6 +243,9 @@ class DiscordBus:
                 ) from None
             raise BusError(f"{doing}: {exc}") from None
         except errors.DiscordError as exc:
+            if isinstance(exc, _UNREACHABLE):
+                with self.state.locked() as doc:
+                    doc["unreachable_at"] = time.time()
             raise BusError(f"{doing}: {exc}") from None
 
     # -- small helpers -----------------------------------------------------------------------
@@ -290,6 +302,27 @@ class DiscordBus:
         author = msg.get("author") or {}
         log.warning("ignoring message %s in #task-queue from %s (id %s): %s", mid,
                     author.get("username", "?"), author.get("id", "?"), why)
+
+    async def _preflight(self) -> None:
+        """Once an hour per host and token, the checks of ``dorch doctor``: a bot that cannot
+        read #task-queue (or lacks the intent) would otherwise see an empty queue forever."""
+        now = time.time()
+        with self.state.locked() as doc:
+            passed = (doc.get("preflight") or {}).get(self._token_id, 0)
+        if now - passed < PREFLIGHT_TTL:
+            return
+        from dorch.discord.doctor import run_checks
+
+        failed = [c for c in await run_checks(self.config, self.client) if not c.ok]
+        if failed:
+            if any(c.name == "token" for c in failed):
+                raise errors.Unauthorized(401, 0, "the bot token was rejected")
+            if any(c.name == "discord reachable" for c in failed):
+                raise errors.DiscordConnectionError(failed[0].detail)
+            raise BusConfigError("the bot cannot work in this server as configured: " + "; ".join(
+                f"{c.name}: {c.detail} (fix: {c.fix})" for c in failed))
+        with self.state.locked() as doc:
+            doc.setdefault("preflight", {})[self._token_id] = now
 
     async def _stopped(self, msg: dict[str, Any], channel: int | None = None) -> bool:
         """A 🛑 on MSG from a user dorch obeys."""
@@ -399,6 +432,9 @@ class DiscordBus:
         thread = msg.get("thread")
         if thread:
             return _Entry(msg, "done" if _archived(thread) else "running")
+        if author.get("bot") and any(p.match(msg.get("content") or "") for p in _NOT_TASKS):
+            self._log_ignored(msg, "a dorch status or result post, not a task")
+            return _Entry(msg, "done")
         if not author.get("bot") and not (msg.get("content") or "").strip() \
                 and not msg.get("attachments"):
             self._log_ignored(msg, "its content is empty: enable the MESSAGE_CONTENT intent "
@@ -462,7 +498,7 @@ class DiscordBus:
         """Deliver what waits in this host's outbox; stop at the first failure."""
         handlers = self._tracked()
         for _ in range(limit):
-            if await self.outbox.deliver(handlers, limit=1) == 0:
+            if await self.outbox.deliver(handlers, limit=1, owner=self._token_id) == 0:
                 break
 
     async def _deliver(self, item: Item) -> Any:
@@ -472,7 +508,7 @@ class DiscordBus:
             response = self.outbox.response(item.id)
             if response is not None:
                 return response
-            if await self.outbox.deliver(handlers, limit=1) == 0:
+            if await self.outbox.deliver(handlers, limit=1, owner=self._token_id) == 0:
                 break
         response = self.outbox.response(item.id)
         failure = self._failures.pop(item.id, None)
@@ -547,6 +583,15 @@ class DiscordBus:
             await self._react(old, formats.DEAD)
             await self._archive(old)
             return {"dead": old}
+        if not p.get("orphan"):
+            # A reaper that took this task as an orphan (this re-post was late: an outage, or
+            # its worker died after winning) deleted the task message: it re-posts, not us.
+            try:
+                await self.client.get_message(self.task_channel, old)
+            except errors.NotFound:
+                log.warning("task %s was re-queued by another worker meanwhile; dropping this "
+                            "re-post", old)
+                return {"dropped": old}
         header = formats.requeue_header(p["attempt"], self._link(old, old), p["verb"])
         post = formats.task_post(p["text"], header)
         new = await self.client.create_message(self.task_channel, post.content, files=post.files,
@@ -559,8 +604,10 @@ class DiscordBus:
         return {"id": new["id"]}
 
     async def _requeue(self, msg: dict[str, Any], source: str, attempt: int, why: str, *,
-                       verb: str, handed_back: bool = False, limit: int | None = None) -> None:
-        """Queue the re-post of a task this process won the compare-and-set for."""
+                       verb: str, handed_back: bool = False, limit: int | None = None,
+                       orphan: bool = False) -> None:
+        """Queue the re-post of a task this process won the compare-and-set for. ORPHAN: the
+        compare-and-set deleted the task message itself (see ``_deliver_requeue``)."""
         limit = self.max_attempts if limit is None else limit
         old = msg["id"]
         if not handed_back and attempt >= limit:
@@ -570,6 +617,7 @@ class DiscordBus:
         else:
             payload = {"old": old, "text": source, "why": why, "verb": verb,
                        "attempt": attempt if handed_back else attempt + 1}
+        payload["orphan"] = orphan
         item = self.outbox.put("requeue", payload)
         await self._deliver(item)
 
@@ -597,7 +645,8 @@ class DiscordBus:
             waiting = [e for e in entries if e.kind in ("queued", "stop")]
             tries = 0
             while waiting and tries < MAX_CLAIM_TRIES:
-                entry = random.choice(waiting[:SPREAD])
+                few = waiting[:SPREAD]
+                entry = random.choices(few, weights=range(len(few), 0, -1))[0]
                 waiting.remove(entry)
                 if entry.kind == "stop" and await self._stopped(entry.msg):
                     await self._cancel_queued(entry.msg, by="a 🛑 reaction")
@@ -672,6 +721,7 @@ class DiscordBus:
     async def heartbeat(self, claim: Claim, lease_seconds: float) -> Lease:
         tid = claim.task.id
         with self._errors(f"renewing the lease of task {tid}"):
+            await self._drain(limit=5)  # results of this host's workers that exited meanwhile
             text = formats.receipt_text(claim.worker, self.host, claim.task.attempt,
                                         self.max_attempts, time.time() + lease_seconds)
             try:
@@ -697,7 +747,8 @@ class DiscordBus:
                        "error": result.error, "stderr_tail": result.stderr_tail,
                        "duration": result.duration, "usage": result.usage},
         }
-        item = self.outbox.put("result", payload)
+        # only this bot may edit its receipt: another token's worker on this host must not try
+        item = self.outbox.put("result", payload, owner=self._token_id)
         with self._errors(f"reporting task {claim.task.id}"):
             response = await self._deliver(item)
         if response is None:
@@ -731,8 +782,21 @@ class DiscordBus:
         """Poll (the claim that follows uses this page) and requeue tasks whose lease expired."""
         limit = self.max_attempts if max_attempts is None else max_attempts
         with self._errors("checking leases"):
+            await self._preflight()
+            await self._drain()
             await self._poll()
             now = time.time()
+            with self.state.locked() as doc:
+                back = float(doc.get("unreachable_at") or 0) > float(doc.get("reachable_at") or 0)
+                if back:  # the first answer since Discord could not be reached from here
+                    doc["reachable_at"] = now
+                recovered = float(doc.get("reachable_at") or 0)
+            if back and self.outbox.retry_now():
+                await self._drain()  # what waited for Discord goes first
+            if now - recovered < self.lease + REAP_GRACE:
+                # Holders could not renew during the outage either: give them one lease
+                # from its end to catch up before taking their tasks.
+                return 0
             with self.state.locked() as doc:
                 running: dict[str, float] = doc.setdefault("running", {})
                 due = sorted((k for k, t in running.items() if t <= now), key=int)[:REAP_BATCH]
@@ -748,11 +812,17 @@ class DiscordBus:
             running = doc.setdefault("running", {})
             if when is None:
                 running.pop(key, None)
+                (doc.get("suspects") or {}).pop(key, None)
             else:
                 running[key] = when
 
     async def _check(self, key: str, limit: int) -> int:
         """Look at one running task's thread; requeue it if its lease expired. 1 if requeued."""
+        young = time.time() - max(3 * self.lease, 600.0)
+        if any(i.kind == "result" and i.payload.get("task") == key and i.created > young
+               for i in self.outbox.pending()):
+            self._schedule(key, time.time() + self.lease)  # its result waits here: no reaping
+            return 0
         try:
             notes = await self.client.list_messages(key, after=0, limit=50)
         except errors.NotFound:
@@ -795,15 +865,27 @@ class DiscordBus:
             self._schedule(key, None)
             await self._requeue(msg, source, receipt.attempt, why, verb="requeued", limit=limit)
             return 1
-        # No receipt: being requeued (this host or another delivers it), or an orphan whose
-        # claimer died before its receipt: nothing was ever posted in the thread.
+        # No receipt. Either nothing was ever posted in the thread (its claimer died before
+        # the receipt), or the receipt was deleted by a reaper or a worker handing the task
+        # back, whose re-post is on its way (or who died just after the delete). The second
+        # kind is an orphan only if it is still so a whole lease after this host first saw it.
         thread = await self.client.get_channel(key)
-        if thread.get("total_message_sent", 0) or _archived(thread):
-            self._schedule(key, now + self.lease)
+        if _archived(thread):
+            self._schedule(key, None)
             return 0
-        if now - _thread_created(thread) < self.lease + REAP_GRACE:
+        if thread.get("total_message_sent", 0):
+            with self.state.locked() as doc:
+                suspects: dict[str, float] = doc.setdefault("suspects", {})
+                first_seen = suspects.setdefault(key, now)
+            if now - first_seen < self.lease + REAP_GRACE:
+                self._schedule(key, first_seen + self.lease + REAP_GRACE)
+                return 0
+            why = "its receipt was removed but the task was never re-posted (the worker doing it died)"
+        elif now - _thread_created(thread) < self.lease + REAP_GRACE:
             self._schedule(key, _thread_created(thread) + self.lease + REAP_GRACE)
             return 0
+        else:
+            why = "it was claimed but its worker never confirmed (died)"
         try:
             msg = await self.client.get_message(self.task_channel, key)
             source, attempt = await self._source(msg)
@@ -811,16 +893,17 @@ class DiscordBus:
             self._schedule(key, None)
             return 0
         except _Rejected:
-            return 0
+            source, attempt = msg.get("content") or "", formats.split_header(
+                msg.get("content") or "")[1]
         try:
             await self.client.delete_message(self.task_channel, key)  # the compare-and-set
         except errors.NotFound:
             self._schedule(key, None)
             return 0
-        why = f"attempt {attempt} was claimed but its worker never confirmed (died)"
+        why = f"attempt {attempt}: {why}"
         log.warning("task %s: %s; re-queueing", key, why)
         self._schedule(key, None)
-        await self._requeue(msg, source, attempt, why, verb="requeued", limit=limit)
+        await self._requeue(msg, source, attempt, why, verb="requeued", limit=limit, orphan=True)
         return 1
 
     async def cancel(self, task_id: str) -> bool:
@@ -845,9 +928,13 @@ class DiscordBus:
             try:
                 msg = await self.client.get_message(self.task_channel, tid)
             except errors.NotFound as exc:
-                if exc.code == errors.UNKNOWN_MESSAGE:
+                if exc.code != errors.UNKNOWN_MESSAGE:
+                    raise
+                nxt = await self._next_attempt(tid)  # deleted by a reaper: its thread says where
+                if nxt is None:
                     return None
-                raise
+                tid = nxt
+                continue
             thread = msg.get("thread")
             if not thread or not _archived(thread):
                 return msg
@@ -858,7 +945,11 @@ class DiscordBus:
         return None
 
     async def _next_attempt(self, tid: str) -> str | None:
-        notes = await self.client.list_messages(tid, after=0, limit=100)
+        """The id of the attempt a task's thread points to (its ♻️ note), if any."""
+        try:
+            notes = await self.client.list_messages(tid, after=0, limit=100)
+        except errors.NotFound:
+            return None
         for m in sorted(notes, key=_msg_id):
             found = formats.REQUEUE_NOTE.match(m.get("content") or "")
             if found and (m.get("author") or {}).get("bot"):
@@ -890,9 +981,13 @@ class DiscordBus:
                 try:
                     msg = await self.client.get_message(self.task_channel, tid)
                 except errors.NotFound as exc:
-                    if exc.code == errors.UNKNOWN_MESSAGE:
+                    if exc.code != errors.UNKNOWN_MESSAGE:
+                        raise
+                    nxt = await self._next_attempt(tid)  # deleted by a reaper (orphan)
+                    if nxt is None:
                         return None
-                    raise
+                    tid = nxt
+                    continue
                 spec, attempt = self._view_spec(msg)
                 task = Task(task_id, spec, attempt,
                             str((msg.get("author") or {}).get("username", "")),
@@ -948,12 +1043,20 @@ class DiscordBus:
         return TaskView(task, State.RUNNING, receipt.worker if receipt else "", started, url=url)
 
     async def status(self, recent: int = 10) -> Status:
+        """The queue as Discord shows it (finished counts: the last 100 results), and what waits
+        in this host's outbox. Discord unreachable: the outbox only, with ``error`` set."""
         recent = max(recent, 0)
-        with self._errors("reading the queue"):
-            await self._drain()
-            entries = await self._poll()
-            summaries = await self.client.list_messages(self.results_channel, limit=100)
-            board = await self.client.list_messages(self.pool_channel, limit=100)
+        try:
+            with self._errors("reading the queue"):
+                await self._drain()
+                entries = await self._poll()
+                summaries = await self.client.list_messages(self.results_channel, limit=100)
+                board = await self.client.list_messages(self.pool_channel, limit=100)
+        except BusConfigError:
+            raise
+        except BusError as exc:
+            return Status({s.value: 0 for s in State}, [], [], [], [],
+                          deliveries=self.deliveries(), error=str(exc))
         workers = parse_board(board)
         by_task = {w.task_id: w for w in workers if w.state == "RUNNING" and w.task_id}
         counts = {s.value: 0 for s in State}
@@ -993,10 +1096,9 @@ class DiscordBus:
                             found["worker"] or "", None, _epoch(m.get("timestamp")), result,
                             found["link"])
             (dead if state is State.DEAD else finished).append(view)
-        pending = len(self.outbox.pending()) + len(self.outbox.failed())
         return Status(counts=counts, running=sorted(running, key=lambda v: v.started_at or 0),
                       recent=finished[:recent], dead=dead[:recent], workers=workers,
-                      pending_delivery=pending)
+                      deliveries=self.deliveries())
 
     async def clear(self) -> int:
         """Delete every task nobody claimed yet: bulk deletes for messages younger than 14
@@ -1045,8 +1147,19 @@ class DiscordBus:
         self.outbox.close()
         self.state.close()
 
-    # -- used by `dorch watch` and `dorch status` ----------------------------------------------
-
-    def pending_deliveries(self) -> list[Item]:
-        return self.outbox.pending() + self.outbox.failed()
+    def deliveries(self) -> list[Delivery]:
+        """What waits in this host's outbox (and what it gave up on), for ``dorch status``."""
+        out = []
+        for item, failed in [(i, False) for i in self.outbox.pending()] + [
+                (i, True) for i in self.outbox.failed()]:
+            p = item.payload
+            if item.kind == "submit":
+                what = "task: " + " ".join(formats.split_header(p.get("content", ""))[0].split())[:60]
+            elif item.kind == "result":
+                what = f"result of task {p.get('task')} ({p.get('result', {}).get('state', '?')})"
+            else:
+                what = f"re-post of task {p.get('old')}"
+            out.append(Delivery(item.id, item.kind, what, item.created, item.tries,
+                                item.last_error, failed))
+        return out
 
