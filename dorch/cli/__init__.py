@@ -85,8 +85,9 @@ def load_config(path: str | None = None) -> Config:
     return config.load(path or _root_config)
 
 
-def print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+def print_json(data: Any, compact: bool = False) -> None:
+    """DATA as JSON on stdout: indented, or on one line (COMPACT, for a stream of objects)."""
+    typer.echo(json.dumps(data, indent=None if compact else 2, ensure_ascii=False, default=str))
 
 
 F = TypeVar("F", bound=Callable[..., Any])

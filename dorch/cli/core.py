@@ -1,8 +1,10 @@
-"""Core commands: submit, worker, up, status, result, cancel, queue clear, stop, config show, demo."""
+"""Core commands: submit, worker, up, status, watch, result, cancel, queue clear, stop, config show,
+demo."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sys
 import time
@@ -13,6 +15,7 @@ import typer
 
 from dorch.cli import (
     EXIT_FAILED,
+    EXIT_TEMPFAIL,
     EXIT_USAGE,
     ConfigOption,
     JsonOption,
@@ -176,10 +179,15 @@ def submit(
         return task_id, await wait_for_result(bus, task_id, timeout)
 
     task_id, view = _run(_with_bus(cfg, go))
+    spooled = task_id.startswith("outbox-")
+    if spooled:
+        typer.echo("dorch: Discord cannot be reached; the task is kept in this machine's outbox "
+                   "and posted by the next dorch command run here (`dorch status` retries now "
+                   "and lists what waits)", err=True)
     if not wait:
         if as_json:
-            print_json({"id": task_id, "prompt": spec.prompt, "model": spec.model,
-                        "thinking": spec.thinking})
+            print_json({"id": task_id, "delivered": not spooled, "prompt": spec.prompt,
+                        "model": spec.model, "thinking": spec.thinking})
         else:
             typer.echo(task_id)
         return
@@ -250,9 +258,18 @@ def up(
 def _status_text(status: Status) -> str:
     lines = []
     order = ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "dead"]
-    lines.append("tasks: " + ", ".join(f"{status.counts.get(s, 0)} {s}" for s in order))
-    if status.pending_delivery:
-        lines.append(f"waiting to be delivered (outbox): {status.pending_delivery}")
+    if status.error:
+        lines.append(f"the bus cannot be read right now: {status.error}")
+    else:
+        lines.append("tasks: " + ", ".join(f"{status.counts.get(s, 0)} {s}" for s in order))
+    if status.deliveries:
+        lines.append(f"\nwaiting in this machine's outbox to be delivered: {status.pending_delivery}")
+        lines.append(f"  {'#':>5}  {'KIND':<8} {'AGE':>6} {'TRIES':>5}  WHAT")
+        for d in status.deliveries:
+            note = " (gave up: " + d.last_error + ")" if d.failed else (
+                f" (last error: {_short(d.last_error, 60)})" if d.last_error else "")
+            lines.append(f"  {d.id:>5}  {d.kind:<8} {_age(d.created):>6} {d.tries:>5}  "
+                         f"{d.what}{note}")
     if status.running:
         lines.append("\nrunning:")
         lines.append(f"  {'ID':>8}  {'WORKER':<20} {'AGE':>6}  PROMPT")
@@ -295,17 +312,65 @@ def status(
 
     st: Status = _run(_with_bus(cfg, go))
     if as_json:
-        print_json({
-            "bus": cfg.bus_kind,
-            "counts": st.counts,
-            "running": [view_to_dict(v) for v in st.running],
-            "recent": [view_to_dict(v) for v in st.recent],
-            "dead": [view_to_dict(v) for v in st.dead],
-            "workers": [dataclasses.asdict(w) for w in st.workers],
-            "pending_delivery": st.pending_delivery,
-        })
+        print_json(_status_dict(cfg, st))
     else:
         typer.echo(_status_text(st))
+    if st.error:
+        raise typer.Exit(EXIT_TEMPFAIL)
+
+
+def _status_dict(cfg: Config, st: Status) -> dict[str, Any]:
+    return {
+        "bus": cfg.bus_kind,
+        "error": st.error or None,
+        "counts": st.counts,
+        "running": [view_to_dict(v) for v in st.running],
+        "recent": [view_to_dict(v) for v in st.recent],
+        "dead": [view_to_dict(v) for v in st.dead],
+        "workers": [dataclasses.asdict(w) for w in st.workers],
+        "pending_delivery": st.pending_delivery,
+        "deliveries": [dataclasses.asdict(d) for d in st.deliveries],
+    }
+
+
+@app.command()
+@handles_errors
+def watch(
+    interval: Annotated[float, typer.Option(
+        "--interval", "-n", min=0.2, help="Seconds between refreshes (each costs the Discord "
+        "bus three requests).")] = 2.0,
+    count: Annotated[int | None, typer.Option(
+        help="Stop after N refreshes (default: until Ctrl-C).", min=1)] = None,
+    recent: Annotated[int, typer.Option(help="How many recent results to show.")] = 10,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per refresh, one per line.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show `dorch status` live, refreshed in place, until Ctrl-C."""
+    cfg = load_config(config)
+    tty = sys.stdout.isatty() and not as_json
+
+    async def go(bus: Bus) -> None:
+        shown = 0
+        while count is None or shown < count:
+            if shown:
+                await asyncio.sleep(interval)
+            st = await bus.status(recent)
+            shown += 1
+            if as_json:
+                print_json(_status_dict(cfg, st), compact=True)
+                continue
+            stamp = time.strftime("%H:%M:%S")
+            head = f"dorch watch · {cfg.bus_kind} bus · every {interval:g} s · {stamp}"
+            text = f"{head} (Ctrl-C to quit)\n\n{_status_text(st)}"
+            if tty:
+                sys.stdout.write("\033[H\033[2J" + text + "\n")
+            else:
+                sys.stdout.write(("\n" if shown > 1 else "") + text + "\n")
+            sys.stdout.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one leaves: exit 0
+        _run(_with_bus(cfg, go))
 
 
 @app.command()
