@@ -4,18 +4,21 @@
   and submitter; alice (role dorch-submitter) and bob (no role)) serving from a thread, and a
   ``DorchHome`` whose config points dorch at it, runs tasks with the recording agent (every
   execution is a line in ``world.executions_log``), and trusts every bot and the role.
-- ``World.fleet(n)``: N real ``dorch worker`` processes spread over the four worker bots,
-  restarted after every exit like systemd would (except 78), killed at the end.
+- ``World.fleet(n)``: N real ``dorch worker`` processes spread over the four worker bots (and
+  over ``hosts`` data dirs), restarted after every exit like systemd would (except 78),
+  stopped at the end.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +43,12 @@ class Fleet:
     RestartPreventExitStatus=78), each instance on a fixed bot token."""
 
     def __init__(self, world: World, count: int, bots: tuple[str, ...] = WORKER_BOTS,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, hosts: int = 1) -> None:
         self.world = world
         self.count = count
         self.bots = bots
         self.env = env or {}
+        self.hosts = hosts
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.exits: list[tuple[int, int]] = []
         self.starts = 0
@@ -57,8 +61,16 @@ class Fleet:
     def token(self, instance: int) -> str:
         return self.world.emu.config.bot(self.bots[instance % len(self.bots)]).token
 
+    def data_dir(self, instance: int) -> Path:
+        """Each "host" has its own data dir: its own outbox, cursor and rate-limit state,
+        shared by its workers, as on separate machines. A token stays on one host (the README:
+        one bot per host), since hosts cannot share what they learn of its rate limits."""
+        return self.world.root / f"host-{(instance % len(self.bots)) % self.hosts}"
+
     def _spawn(self, instance: int) -> None:
         env = self.world.home.env(**{TOKEN_ENV: self.token(instance)}, **self.env)
+        if self.hosts > 1:
+            env["DORCH_DATA_DIR"] = str(self.data_dir(instance))
         with (self.logdir / f"worker-{instance}.log").open("ab") as out:
             self.procs[instance] = subprocess.Popen(
                 [DORCH, "worker", "--instance", str(instance)], env=env, stdout=out,
@@ -232,3 +244,37 @@ def thread_messages(world: World, task_id: str) -> list[dict[str, Any]]:
 def reactions(msg: dict[str, Any]) -> set[str]:
     return {r["emoji"]["name"].replace("\ufe0f", "") for r in msg.get("reactions") or []}
 
+
+
+LINK = re.compile(r"https://discord\.com/channels/\d+/\d+/(\d+)")
+
+
+def finished_ids(world: World) -> list[str]:
+    """Task ids named by the summaries in #results, in the order they were posted."""
+    return [found.group(1) for text in world.summaries() if (found := LINK.search(text))]
+
+
+def executed_prompts(world: World) -> Counter[str]:
+    """How many times the agent ran each prompt (the recording agent logs every execution)."""
+    return Counter(e["prompt"] for e in world.executions())
+
+
+def rate_limit_figures(world: World) -> dict[str, Any]:
+    """Assert the request log shows no bucket exceeded except while it was being learned (a 429
+    before the bucket's first answer, or within a second of it: requests already in flight),
+    no global 429 and 429s under 1 % of requests. Returns the figures."""
+    records = world.emu.requests
+    learned: dict[tuple[Any, ...], float] = {}
+    late: list[Any] = []
+    for r in records:
+        key = (r.bot, r.route, r.path.split("/")[2] if r.path.count("/") > 1 else "")
+        if r.status == 429:
+            if r.scope == "global" or (key in learned and r.time > learned[key] + 1.0):
+                late.append(r)
+        elif "X-RateLimit-Bucket" in r.response_headers:
+            learned.setdefault(key, r.time)
+    limited = sum(r.status == 429 for r in records)
+    share = limited / max(len(records), 1)
+    assert not late, f"buckets exceeded after they were learned: {[(r.bot, r.route) for r in late]}"
+    assert share < 0.01, f"{limited} of {len(records)} requests got 429"
+    return {"requests": len(records), "429": limited, "429 share": round(share, 4)}

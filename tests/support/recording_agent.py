@@ -6,11 +6,13 @@ so concurrent agents never interleave). Prompts steer it:
   SLOW       write LOG.started (our pid), then work for a long time (until killed)
   HANG-ONCE  like SLOW the first time (marker LOG.hung), answer at once afterwards
   FAIL       print to stderr and exit 3
+  WORK=<s>   work S seconds before answering
 otherwise print "done: <prompt>".
 """
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -36,6 +38,9 @@ if "HANG-ONCE" in prompt:
         work_forever()
     except FileExistsError:
         pass
+work = re.search(r"WORK=([\d.]+)", prompt)
+if work:
+    time.sleep(float(work.group(1)))
 if "FAIL" in prompt:
     print("agent exploded on purpose", file=sys.stderr)
     sys.exit(3)
