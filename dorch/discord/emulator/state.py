@@ -226,8 +226,12 @@ class World:
             }
         else:
             position = [c.id for c in self.config.channels].index(channel.id)
+            # a member's channel override is a member overwrite (type 1), as Discord shows it
+            overwrites = [{"id": str(m.id), "type": 1, "allow": str(o.allow), "deny": str(o.deny)}
+                          for m in self.members.values()
+                          if (o := m.overrides.get(channel.id)) is not None]
             out |= {"parent_id": None, "position": position, "topic": channel.topic or None,
-                    "nsfw": False, "permission_overwrites": []}
+                    "nsfw": False, "permission_overwrites": overwrites}
         return out
 
     def message_json(self, msg: Message, viewer: MemberSpec, *, with_nonce: bool = False) -> dict[str, Any]:
