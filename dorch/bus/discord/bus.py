@@ -86,6 +86,7 @@ ROLE_TTL = 600.0  # s a member's roles are cached
 KEPT_IGNORED = 1000  # message ids remembered as "already logged as ignored"
 DISCORD_EPOCH_MS = 1420070400000
 ARCHIVED_THREAD = 50083
+BULK_TOO_OLD = 50034  # bulk delete refused: a message is older than 14 days
 _TASK_TYPES = (0, 19)  # default and reply messages; everything else is a system message
 _ATTACHMENT_SECTION = re.compile(r"\n\n--- [^\n]+ ---\n")
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-yaml",
@@ -1127,8 +1128,13 @@ class DiscordBus:
                 chunk = young[start:start + 100]
                 if len(chunk) == 1:
                     old.append(chunk[0])
-                else:
+                    continue
+                try:
                     await self.client.bulk_delete(self.task_channel, chunk)
+                except errors.BadRequest as exc:
+                    if exc.code != BULK_TOO_OLD:  # our clock and Discord's disagree: one by one
+                        raise
+                    old.extend(chunk)
             for mid in old:
                 with contextlib.suppress(errors.NotFound):
                     await self.client.delete_message(self.task_channel, mid)
