@@ -1,3 +1,3 @@
-from dorch.cli import main
+from dorch.main import main
 
 main()

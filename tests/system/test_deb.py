@@ -265,7 +265,7 @@ def test_wheel_and_sdist_build_and_pipx_installs_the_wheel_offline(
         assert f"dorch-{VERSION}/{needed}" in names, names
     with zipfile.ZipFile(wheel) as zf:
         entry_points = zf.read(f"dorch-{VERSION}.dist-info/entry_points.txt").decode()
-    assert "dorch = dorch.cli:main" in entry_points
+    assert "dorch = dorch.main:main" in entry_points
 
     copy_in = {"/root/dist": dists, "/root/wheelhouse": wheelhouse, "/root/pipx": pipx_wheels}
     with nspawn.boot(rootfs, containers_dir, "dorchpipx", copy_in=copy_in) as c:
