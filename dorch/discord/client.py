@@ -39,8 +39,8 @@ from dorch.discord import errors
 from dorch.discord.content import MAX_CONTENT, File
 from dorch.discord.invalid_requests import DEFAULT_LIMIT, InvalidRequestCounter
 from dorch.discord.ratelimit import RateLimiter, RateLimitInfo
-from dorch.discord.shared_state import SharedState
 from dorch.log import register_secret
+from dorch.shared_state import SharedState
 
 if TYPE_CHECKING:
     from dorch.config import Config

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from dorch.discord.errors import CloudflareBan, TooManyInvalidRequests
-from dorch.discord.shared_state import SharedState
+from dorch.shared_state import SharedState
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from dorch.discord.errors import RateLimited
-from dorch.discord.shared_state import SharedState
+from dorch.shared_state import SharedState
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import pytest
 from dorch.discord.errors import CloudflareBan, TooManyInvalidRequests
 from dorch.discord.invalid_requests import InvalidRequestCounter
 from dorch.discord.ratelimit import POLL, RateLimiter, RateLimitInfo
-from dorch.discord.shared_state import SharedState
+from dorch.shared_state import SharedState
 
 ROUTE = "POST /channels/{channel_id}/messages"
 

@@ -59,8 +59,8 @@ from dorch.bus.discord.board import Board, parse_board
 from dorch.discord import errors
 from dorch.discord.client import DiscordClient
 from dorch.discord.content import File
-from dorch.discord.shared_state import SharedState
 from dorch.outbox import Item, Outbox, PermanentError
+from dorch.shared_state import SharedState
 from dorch.task import TaskError, TaskSpec, parse_task, validate
 
 if TYPE_CHECKING:
