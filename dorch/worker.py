@@ -23,6 +23,7 @@ from dorch import __version__, notify, paths
 from dorch.bus import Bus, BusConfigError, BusError, Claim, Lease, Result, State, WorkerView, open_bus
 from dorch.config import Config, ConfigError
 from dorch.executors import ExecRequest, Executor, ExecutorConfigError, make_executor
+from dorch.pacing import PollPacer
 from dorch.task import resolve_model
 
 EXIT_OK = 0
@@ -36,6 +37,13 @@ log = logging.getLogger("dorch.worker")
 def worker_id(config: Config, instance: str) -> str:
     """``[worker] id`` / ``$DORCH_WORKER_ID`` if set, else ``<host>-<instance>``."""
     return config.worker["id"] or f"{socket.gethostname()}-{instance}"
+
+
+def _queue_key(config: Config) -> str:
+    """Which queue a worker polls: its host's idle workers on the same one take turns."""
+    if config.bus_kind == "discord":
+        return f"discord:{config.discord['task_channel']}"
+    return f"{config.bus_kind}:{config.local_path()}"
 
 
 @dataclass
@@ -57,6 +65,7 @@ class Worker:
         self.workspace_root = Path(root).expanduser() if root else self.state_dir / "workspaces"
         self._stop = asyncio.Event()
         self._host = socket.gethostname()
+        self._pacer = PollPacer(paths.data_dir(), _queue_key(config))
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -80,9 +89,16 @@ class Worker:
             pinger.cancel()
 
     async def _poll(self) -> Claim | None:
-        """Claim a task, waiting poll_interval (with jitter) between tries; None when idle/stopped."""
+        """Claim a task, polling every poll_interval (in turn with the host's other idle
+        workers); None when idle for max_idle_time or stopped."""
+        deadline = time.monotonic() + self.config.worker["max_idle_time"]
+        try:
+            return await self._poll_until(deadline)
+        finally:
+            self._pacer.leave(self.id)
+
+    async def _poll_until(self, deadline: float) -> Claim | None:
         w = self.config.worker
-        deadline = time.monotonic() + w["max_idle_time"]
         polls = failures = 0
         while not self._stop.is_set():
             polls += 1
@@ -116,8 +132,12 @@ class Worker:
             # at most half a lease, so that after an outage this host's waiting results are
             # delivered before other hosts' reapers (which wait a lease) take their tasks
             cap = min(MAX_BACKOFF, w["lease_seconds"] / 2)
-            backoff = min(w["poll_interval"] * 2 ** failures, cap) if failures else 0
-            wait = min(max(w["poll_interval"], backoff) * random.uniform(0.8, 1.2), remaining)
+            if failures:
+                backoff = min(w["poll_interval"] * 2 ** failures, cap)
+                wait = max(w["poll_interval"], backoff) * random.uniform(0.8, 1.2)
+            else:
+                wait = self._pacer.wait(self.id, w["poll_interval"])
+            wait = min(wait, remaining)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), wait)
         return None
