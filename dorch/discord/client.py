@@ -87,6 +87,13 @@ def new_nonce() -> str:
     return outbox_nonce()
 
 
+def _attachments(files: Sequence[File]) -> list[dict[str, Any]]:
+    """The ``attachments`` of a payload: one entry per uploaded ``files[i]`` part."""
+    return [{"id": i, "filename": f.filename, **({"description": f.description}
+                                                 if f.description else {})}
+            for i, f in enumerate(files)]
+
+
 def _major(params: Mapping[str, Any]) -> str:
     for name in ("channel_id", "guild_id", "webhook_id"):
         if name in params:
@@ -445,27 +452,27 @@ class DiscordClient:
         if flags is not None:
             payload["flags"] = flags
         if files:
-            payload["attachments"] = [
-                {"id": i, "filename": f.filename, **({"description": f.description}
-                                                     if f.description else {})}
-                for i, f in enumerate(files)]
+            payload["attachments"] = _attachments(files)
         result: dict[str, Any] = await self.request(
             "POST", "/channels/{channel_id}/messages", {"channel_id": channel_id},
             json_body=payload, files=files)
         return result
 
     async def edit_message(self, channel_id: int | str, message_id: int | str,
-                           content: str | None = None, **fields: Any) -> dict[str, Any]:
-        """Edit the bot's own message (mentions stay suppressed)."""
+                           content: str | None = None, *, files: Sequence[File] = (),
+                           **fields: Any) -> dict[str, Any]:
+        """Edit the bot's own message (mentions stay suppressed). FILES replace its attachments."""
         if content is not None:
             if len(content) > MAX_CONTENT:
                 raise ValueError(f"content is {len(content)} characters, Discord allows "
                                  f"{MAX_CONTENT}")
             fields["content"] = content
         fields.setdefault("allowed_mentions", dict(NO_MENTIONS))
+        if files:
+            fields["attachments"] = _attachments(files)
         result: dict[str, Any] = await self.request(
             "PATCH", "/channels/{channel_id}/messages/{message_id}",
-            {"channel_id": channel_id, "message_id": message_id}, json_body=fields)
+            {"channel_id": channel_id, "message_id": message_id}, json_body=fields, files=files)
         return result
 
     async def delete_message(self, channel_id: int | str, message_id: int | str) -> None:

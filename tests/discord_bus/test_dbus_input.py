@@ -62,7 +62,7 @@ def test_mentions_in_tasks_and_answers_never_ping(world: World) -> None:
     world.fleet(1)
     eventually(lambda: finished(world, task), 60, "the task")
 
-    answer = thread_messages(world, task)[1]
+    (answer,) = thread_messages(world, task)
     assert "@everyone" in answer["content"] and f"<@{alice}>" in answer["content"]
     assert answer["mentions"] == [] and answer["mention_everyone"] is False
     writes = [r for r in world.emu.requests if (r.bot or "").startswith("worker") and (
@@ -91,7 +91,7 @@ def test_a_10000_character_prompt_goes_whole_both_ways(world: World, tmp_path: P
     assert [e["prompt"] for e in world.executions()] == [prompt]
     assert done.stdout == f"done: {prompt}\n"
     eventually(lambda: finished(world, task_id), 30, "the thread to be archived")
-    answer = thread_messages(world, task_id)[1]
+    (answer,) = thread_messages(world, task_id)
     assert len(answer["content"]) <= 2000
     assert [a["filename"] for a in answer["attachments"]] == ["result.md"]
 

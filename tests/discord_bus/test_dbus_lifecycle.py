@@ -27,11 +27,17 @@ def test_submit_run_and_read_the_result(world: World) -> None:
     # archiving the thread is the worker's last step: wait for it, then everything before it is there
     eventually(lambda: world.messages("task-queue")[0]["thread"]["thread_metadata"]["archived"],
                30, "the task thread to be archived")
-    thread = thread_messages(world, task_id)
-    assert thread[0]["content"].startswith("🔒 claimed by **")
-    assert "attempt 1/3" in thread[0]["content"]
-    assert thread[1]["content"].startswith("🏁 **succeeded** in ")
-    assert thread[1]["content"].rstrip().endswith("\ndone: Write a haiku about queues")
+    # the claim receipt, posted first, became the answer: one message in the thread
+    posts = [r for r in world.emu.requests
+             if r.method == "POST" and r.path == f"/channels/{task_id}/messages"]
+    assert len(posts) == 1 and posts[0].body["content"].startswith("🔒 claimed by **")
+    (answer,) = thread_messages(world, task_id)
+    edits = [r for r in world.emu.requests if r.method == "PATCH"
+             and r.path == f"/channels/{task_id}/messages/{answer['id']}"]
+    assert edits and edits[-1].body["content"] == answer["content"]
+    assert answer["edited_timestamp"] and "attempt 1/3" in answer["content"]
+    assert answer["content"].startswith("🏁 **succeeded** in ")
+    assert answer["content"].rstrip().endswith("\ndone: Write a haiku about queues")
 
     task_msg = world.messages("task-queue")[0]
     assert {"✅", "🏁"} <= reactions(task_msg)

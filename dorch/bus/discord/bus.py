@@ -542,21 +542,17 @@ class DiscordBus:
         r = p["result"]
         result = Result(State(r["state"]), r["output"], r["error"], r["stderr_tail"],
                         float(r["duration"]), dict(r["usage"]))
-        # Fencing: only a holder whose receipt still stands posts the answer; the edit extends
-        # the lease over the posting, so no reaper takes the task meanwhile.
-        text = formats.receipt_text(p["worker"], self.host, p["attempt"], self.max_attempts,
-                                    time.time() + self.lease, note="-# finishing")
+        # Fencing: the answer replaces the claim receipt, so only a holder whose receipt still
+        # stands can post it (a reaper deletes the receipt first), and it takes one request.
+        post = formats.result_post(result, p["worker"], self.host, p["attempt"], self.max_attempts)
         try:
-            await self.client.edit_message(tid, receipt, text)
+            await self.client.edit_message(tid, receipt, post.content, files=post.files)
         except errors.NotFound:
             return {"fenced": True}
         except errors.BadRequest as exc:
             if exc.code == ARCHIVED_THREAD:
                 return {"fenced": True}
             raise
-        post = formats.result_post(result, p["worker"])
-        msg = await self.client.create_message(tid, post.content, files=post.files,
-                                               nonce=item.nonce)
         summary = formats.summary_text(result.state, self._link(tid), p["worker"],
                                        result.duration, formats.first_line(result))
         await self.client.create_message(self.results_channel, summary,
@@ -564,7 +560,7 @@ class DiscordBus:
         ok = result.state is State.SUCCEEDED
         await self._react(tid, formats.SUCCEEDED if ok else formats.FAILED)
         await self._archive(tid)
-        return {"result": msg["id"]}
+        return {"result": receipt}
 
     async def _deliver_requeue(self, item: Item) -> Any:
         p = item.payload

@@ -8,8 +8,10 @@ answer) and carries a fixed marker at the start of its first line, so the bus ca
   ``task.md`` with the first lines inline.
 - claim receipt (first dorch message of a task's thread, the fencing token):
   ``🔒 claimed by **W** on HOST · attempt 1/3 · lease until <t:EPOCH:R>``
-- result (thread): ``🏁 **succeeded** in 1.2 s · **W** · usage`` then the answer (inline, or
-  ``result.md`` with the first lines inline); failures add ``error:`` and the stderr tail.
+- result (the claim receipt, edited: one request posts the answer and proves the lease was
+  still held): ``🏁 **succeeded** in 1.2 s · **W** on HOST · attempt 1/3 · usage`` then the
+  answer (inline, or ``result.md`` with the first lines inline); failures add ``error:`` and the
+  stderr tail.
 - notes (thread): ``♻️ ... re-queued as attempt 2: <link>``, ``☠️ **dead** ...``,
   ``❌ **rejected**: why``, ``🛑 **cancelled** before it started``.
 - summary (#results): ``🏁 **succeeded** · <link> · **W** · 1.2 s · first line``.
@@ -154,11 +156,15 @@ def _usage_line(result: Result) -> str:
     return f" · {summary}" if summary else ""
 
 
-def result_post(result: Result, worker: str) -> Post:
-    """The result message in the thread: a header, then the answer or the error."""
+def result_post(result: Result, worker: str, host: str = "", attempt: int = 0,
+                max_attempts: int = 0) -> Post:
+    """The result message in the thread (the claim receipt, edited): a header, then the answer
+    or the error."""
     state = result.state
+    where = f" on {clean_name(host).replace(' ', '_')}" if host else ""
+    tries = f" · attempt {attempt}/{max_attempts}" if attempt else ""
     title = (f"{_STATE_EMOJI.get(state, FAILED)} **{state.value}** in {result.duration:.1f} s · "
-             f"**{clean_name(worker)}**{_usage_line(result)}")
+             f"**{clean_name(worker)}**{where}{tries}{_usage_line(result)}")
     output = result.output
     if state is State.SUCCEEDED:
         if len(title) + 1 + len(output) <= MAX_CONTENT and output.strip():
