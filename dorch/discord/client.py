@@ -54,6 +54,7 @@ CLOUDFLARE_BACKOFF = 3600.0  # s: a ban without Retry-After lasts about an hour
 ARCHIVE_DURATIONS = (60, 1440, 4320, 10080)
 _RETRY_STATUSES = frozenset({500, 502, 503, 504, 520, 521, 522, 523, 524})
 _REACTIONS = "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}"
+START_THREAD = "/channels/{channel_id}/messages/{message_id}/threads"
 # Routes known to share one bucket, so the first answer of one teaches the others: adding and
 # removing reactions do (a remove right after an add would otherwise be sent blind, and 429).
 _SHARED_ROUTES = {
@@ -190,6 +191,12 @@ class DiscordClient:
             if hasattr(self._session, "_retry_connection"):
                 self._session._retry_connection = False
         return self._session
+
+    def wait_time(self, method: str, template: str, params: Mapping[str, Any]) -> float:
+        """Seconds until METHOD TEMPLATE (with PARAMS' major parameter) could be sent without
+        waiting for its rate limit; reserves nothing."""
+        route = f"{method} {template}"
+        return self.limiter.wait_time(_SHARED_ROUTES.get(route, route), _major(params))
 
     # -- the request loop ----------------------------------------------------------------------
 
@@ -382,8 +389,7 @@ class DiscordClient:
             name = name[:99] + "…"
         try:
             result: dict[str, Any] = await self.request(
-                "POST", "/channels/{channel_id}/messages/{message_id}/threads",
-                {"channel_id": channel_id, "message_id": message_id},
+                "POST", START_THREAD, {"channel_id": channel_id, "message_id": message_id},
                 json_body={"name": name, "auto_archive_duration": auto_archive_duration})
             return result
         except errors.ThreadAlreadyExists as exc:

@@ -19,6 +19,7 @@ every process; a reset further away than ``MAX_RESET`` is treated as stale.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -123,39 +124,49 @@ class RateLimiter:
     def try_acquire(self, route: str, major: str) -> float:
         """Reserve one request on ROUTE/MAJOR: 0.0 if reserved, else seconds to wait first."""
         with self.state.locked() as doc:
-            now = self.clock()  # inside the lock: times in the file never run ahead of it
-            until = float(doc.get("global_until", 0) or 0)
-            if now < until < now + MAX_RESET:
-                return until - now
-            sent = [t for t in doc.get("sent", []) if isinstance(t, int | float)
-                    and now - self.global_window < t]
-            if len(sent) >= self.global_limit:
-                doc["sent"] = sent
-                return max(0.001, min(sent) + self.global_window - now)
-            buckets = self._section(doc, "buckets")
-            key = self._key(doc, route, major)
-            b = buckets.get(key)
-            if not _valid(b, now):
-                b = buckets[key] = [1, 1, now + PROVISIONAL_TTL, PROVISIONAL, now, []]
-            pending = self._pending(b, now)
-            if b[_RESET] <= now:  # the window is over: a fresh one, whose end is not known yet
-                if b[_STATE] == PROVISIONAL:
-                    b[_LIMIT] = 1
-                else:
-                    b[_STATE] = FRESH
-                # requests still in flight may yet land in the new window: count them in it
-                b[_REMAINING] = max(0, b[_LIMIT] - len(pending))
-                b[_RESET] = now + PROVISIONAL_TTL  # until an answer tells the real end
-                b[_SINCE] = now
-            if b[_REMAINING] < 1:
-                left = b[_RESET] - now
-                return max(0.001, left if b[_STATE] == KNOWN else min(left, POLL))
-            b[_REMAINING] -= 1
-            pending.append(now)
-            sent.append(now)
-            doc["sent"] = sent[-self.global_limit:]
-            self._prune(buckets, now)
-            return 0.0
+            return self._reserve(doc, route, major)
+
+    def wait_time(self, route: str, major: str) -> float:
+        """Seconds until a request on ROUTE/MAJOR could go, reserving nothing (so a caller
+        can decide what to send at the last moment)."""
+        with self.state.locked() as doc:
+            return self._reserve(copy.deepcopy(doc), route, major)
+
+    def _reserve(self, doc: dict[str, Any], route: str, major: str) -> float:
+        """The reservation arithmetic on DOC, changed in place."""
+        now = self.clock()  # inside the lock: times in the file never run ahead of it
+        until = float(doc.get("global_until", 0) or 0)
+        if now < until < now + MAX_RESET:
+            return until - now
+        sent = [t for t in doc.get("sent", []) if isinstance(t, int | float)
+                and now - self.global_window < t]
+        if len(sent) >= self.global_limit:
+            doc["sent"] = sent
+            return max(0.001, min(sent) + self.global_window - now)
+        buckets = self._section(doc, "buckets")
+        key = self._key(doc, route, major)
+        b = buckets.get(key)
+        if not _valid(b, now):
+            b = buckets[key] = [1, 1, now + PROVISIONAL_TTL, PROVISIONAL, now, []]
+        pending = self._pending(b, now)
+        if b[_RESET] <= now:  # the window is over: a fresh one, whose end is not known yet
+            if b[_STATE] == PROVISIONAL:
+                b[_LIMIT] = 1
+            else:
+                b[_STATE] = FRESH
+            # requests still in flight may yet land in the new window: count them in it
+            b[_REMAINING] = max(0, b[_LIMIT] - len(pending))
+            b[_RESET] = now + PROVISIONAL_TTL  # until an answer tells the real end
+            b[_SINCE] = now
+        if b[_REMAINING] < 1:
+            left = b[_RESET] - now
+            return max(0.001, left if b[_STATE] == KNOWN else min(left, POLL))
+        b[_REMAINING] -= 1
+        pending.append(now)
+        sent.append(now)
+        doc["sent"] = sent[-self.global_limit:]
+        self._prune(buckets, now)
+        return 0.0
 
     def update(self, route: str, major: str, info: RateLimitInfo | None, *, status: int = 0,
                retry_after: float | None = None) -> None:

@@ -54,6 +54,19 @@ def test_unknown_bucket_allows_one_request_until_its_answer() -> None:
     assert rl.try_acquire(ROUTE, "1") == 0  # a new window
 
 
+def test_wait_time_tells_when_a_request_could_go_and_reserves_nothing(tmp_path: Path) -> None:
+    clock = Clock()
+    rl = limiter(clock, tmp_path / "state.json")
+    rl.try_acquire(ROUTE, "1")
+    rl.update(ROUTE, "1", info(2, 1, 5.0))
+    for _ in range(3):  # asking does not use up the last request of the window
+        assert rl.wait_time(ROUTE, "1") == 0
+    assert rl.try_acquire(ROUTE, "1") == 0
+    assert rl.wait_time(ROUTE, "1") == pytest.approx(5.0)
+    clock.now += 2.0
+    assert rl.wait_time(ROUTE, "1") == pytest.approx(3.0)
+
+
 def test_answer_without_headers_releases_a_provisional_bucket() -> None:
     rl = limiter(Clock())
     assert rl.try_acquire(ROUTE, "1") == 0
