@@ -29,13 +29,15 @@ outbox (``dorch.outbox``) with stable nonces: an outage delays them, a retry nev
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import random
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -57,7 +59,7 @@ from dorch.bus import (
 from dorch.bus.discord import formats
 from dorch.bus.discord.board import Board, parse_board
 from dorch.discord import errors
-from dorch.discord.client import DiscordClient
+from dorch.discord.client import START_THREAD, DiscordClient
 from dorch.discord.content import File
 from dorch.outbox import Item, Outbox, PermanentError
 from dorch.shared_state import SharedState
@@ -75,6 +77,11 @@ PAGE = 100  # messages per poll (Discord's maximum)
 # (weights 5:4:3:2:1), so workers polling together rarely collide and no task lingers.
 SPREAD = 5
 MAX_CLAIM_TRIES = 6  # threads tried per poll (lost races and deleted messages included)
+MAX_THREAD_WAIT = 10.0  # s: a longer wait for the thread bucket gives the turn up until later
+TURN_PATIENCE = 5.0  # s a worker waits for its host's claiming turn before polling again later
+TURN_TTL = 30.0  # s: a turn whose holder died is free again after this
+TURN_POLL = 0.05  # s between looks at the turn
+PAGE_FRESH = 0.5  # s a polled page is fresh enough to claim from
 MAX_PAGES = 20  # pages read in one poll while catching up over finished tasks
 CURSOR_MARGIN = 10.0  # s: ids are k-sorted, so the cursor stays this far behind the present
 REAP_GRACE = 2.0  # s after a lease's end before a reaper takes it (clock skew, slow edits)
@@ -200,6 +207,7 @@ class DiscordBus:
         self.board = Board(client, self.pool_channel, self.guild, self.task_channel)
         self._me: int | None = None
         self._fresh: tuple[float, list[_Entry]] | None = None
+        self._polled_at = 0.0
         self._cdn: aiohttp.ClientSession | None = None
         self._failures: dict[int, BaseException] = {}
         self._labels = {self.task_channel: "#task-queue ([discord] task_channel)",
@@ -472,7 +480,8 @@ class DiscordBus:
                     running[key] = _thread_created(e.msg["thread"]) + self.lease + REAP_GRACE
                 elif e.kind == "done":
                     running.pop(key, None)
-        self._fresh = (time.monotonic(), seen)
+        self._polled_at = time.monotonic()
+        self._fresh = (self._polled_at, seen)
         return seen
 
     async def _page(self) -> list[_Entry]:
@@ -639,21 +648,67 @@ class DiscordBus:
         with self._errors("looking for a task"):
             await self._drain()
             entries = await self._page()
-            waiting = [e for e in entries if e.kind in ("queued", "stop")]
-            tries = 0
-            while waiting and tries < MAX_CLAIM_TRIES:
-                few = waiting[:SPREAD]
-                entry = random.choices(few, weights=range(len(few), 0, -1))[0]
-                waiting.remove(entry)
-                if entry.kind == "stop" and await self._stopped(entry.msg):
-                    await self._cancel_queued(entry.msg, by="a 🛑 reaction")
-                    continue
-                tries += 1
-                claim = await self._try(entry.msg, worker, lease_seconds)
-                if claim is not None:
-                    return claim
+            if any(e.kind in ("queued", "stop") for e in entries):
+                async with self._claim_turn(worker) as turn:
+                    if turn:
+                        claim = await self._claim_in_turn(entries, worker, lease_seconds)
+                        if claim is not None:
+                            return claim
         self.board.idle()
         return None
+
+    async def _claim_in_turn(self, entries: list[_Entry], worker: str,
+                             lease_seconds: float) -> Claim | None:
+        tries = 0
+        while tries < MAX_CLAIM_TRIES:
+            # Choose at the last moment: when the bot's thread bucket makes us wait (or a race
+            # was just lost), the page is stale: other workers took its oldest tasks meanwhile.
+            wait = self.client.wait_time("POST", START_THREAD, {"channel_id": self.task_channel})
+            if wait > MAX_THREAD_WAIT:
+                return None
+            if wait > 0 or tries or time.monotonic() - self._polled_at > PAGE_FRESH:
+                await asyncio.sleep(wait)
+                entries = await self._poll()
+            waiting = [e for e in entries if e.kind in ("queued", "stop")]
+            if not waiting:
+                return None
+            few = waiting[:SPREAD]
+            entry = random.choices(few, weights=range(len(few), 0, -1))[0]
+            if entry.kind == "stop" and await self._stopped(entry.msg):
+                await self._cancel_queued(entry.msg, by="a 🛑 reaction")
+                entries = [e for e in entries if e is not entry]
+                continue
+            tries += 1
+            claim = await self._try(entry.msg, worker, lease_seconds)
+            if claim is not None:
+                return claim
+        return None
+
+    @contextlib.asynccontextmanager
+    async def _claim_turn(self, worker: str) -> AsyncIterator[bool]:
+        """The host's workers on one bot claim in turn (True: it is ours; False: none came
+        within TURN_PATIENCE). The bot starts about one thread a second, and workers choosing
+        from the same page at once would mostly lose races to each other."""
+        me = f"{worker}:{os.getpid()}"
+        deadline = time.monotonic() + TURN_PATIENCE
+        while True:
+            now = time.time()
+            with self.state.locked() as doc:
+                turns: dict[str, list[Any]] = doc.setdefault("turns", {})
+                holder = turns.get(self._token_id)
+                if not holder or holder[1] < now:
+                    turns[self._token_id] = [me, now + TURN_TTL]
+                    break
+            if time.monotonic() >= deadline:
+                yield False
+                return
+            await asyncio.sleep(TURN_POLL)
+        try:
+            yield True
+        finally:
+            with self.state.locked() as doc:
+                if (doc.get("turns") or {}).get(self._token_id, [None])[0] == me:
+                    del doc["turns"][self._token_id]
 
     async def _try(self, msg: dict[str, Any], worker: str, lease: float) -> Claim | None:
         """Start the thread on MSG (the claim) and post the receipt; None if another won."""
