@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: demo test lint typecheck unit bench clean
 
@@ -32,7 +33,7 @@ test: lint typecheck
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test
-	$(BIN)/python bench/local_bus_claims.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
