@@ -20,10 +20,10 @@ from common import RESULTS, heading, machine, table
 
 HERE = Path(__file__).resolve().parent
 BENCHES = [  # (script, arguments, quick arguments)
-    ("restart.py", ["--runs", "8"], ["--runs", "3"]),
+    ("restart.py", ["--runs", "6"], ["--runs", "3"]),
     ("local_bus.py", ["--tasks", "300"], ["--tasks", "60"]),
-    ("protocols.py", ["--tasks", "30", "--idle", "30"], ["--tasks", "8", "--idle", "10"]),
-    ("throughput.py", ["--tasks", "1000", "--protocol-tasks", "400"],
+    ("protocols.py", ["--tasks", "30", "--idle", "20"], ["--tasks", "8", "--idle", "10"]),
+    ("throughput.py", ["--tasks", "1000", "--protocol-tasks", "200"],
      ["--tasks", "100", "--protocol-tasks", "60"]),
     ("fleet_model.py", [], []),
 ]
