@@ -2,17 +2,15 @@
 
 N idle workers that each poll every ``poll_interval`` seconds at random moments leave gaps of up
 to a whole interval in which nobody looks at the queue. Here the idle workers of one host (for
-one queue) take turns instead: worker r of N polls at phase ``r * interval / N`` of every
-interval, so the host looks every ``interval / N`` seconds and a new task waits half that on
-average, for the same number of requests. Workers find each other in a small shared file; one
-that stops being idle (it claimed a task, or exits) leaves, and a killed one drops out after
-two intervals.
+one queue) share the looking instead: the host polls once every ``interval / N`` seconds, done
+by whichever of them wakes first, so a new task waits half that on average, for the same number
+of requests. Workers find each other in a small shared file; one that stops being idle (it
+claimed a task, or exits) leaves, and a killed one drops out after two intervals.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 import time
 from collections.abc import Callable
@@ -21,11 +19,11 @@ from pathlib import Path
 from dorch.shared_state import SharedState
 
 STALE_INTERVALS = 2.0  # an idle worker not seen for this many intervals is gone
-JITTER = 0.05  # of the gap: hosts that happen to share a phase drift apart
+JITTER = 0.05  # of the gap: who wakes first varies, and hosts sharing a rhythm drift apart
 
 
 class PollPacer:
-    """The host-wide poll schedule of the idle workers polling one queue (KEY)."""
+    """The host-wide poll rhythm of the idle workers polling one queue (KEY)."""
 
     def __init__(self, directory: Path | None, key: str,
                  clock: Callable[[], float] = time.time) -> None:
@@ -33,8 +31,16 @@ class PollPacer:
         self.state = SharedState(directory / f"pacing-{name}.json" if directory else None)
         self.clock = clock
 
-    def wait(self, worker: str, interval: float) -> float:
-        """Seconds WORKER, which has just polled, should wait before polling again."""
+    def polled(self, worker: str) -> None:
+        """WORKER has just polled (and is idle): the host's next poll is a gap away."""
+        now = self.clock()
+        with self.state.locked() as doc:
+            doc.setdefault("idle", {})[worker] = now
+            doc["last"] = max(float(doc.get("last") or 0), now)
+
+    def turn(self, worker: str, interval: float) -> float:
+        """0.0 if WORKER should poll now (its turn is taken), else seconds to wait before asking
+        again: the host polls once every INTERVAL / (idle workers)."""
         now = self.clock()
         with self.state.locked() as doc:
             idle: dict[str, float] = doc.setdefault("idle", {})
@@ -42,12 +48,12 @@ class PollPacer:
             for other, seen in list(idle.items()):
                 if now - seen > STALE_INTERVALS * interval + 1:
                     del idle[other]
-            ranked = sorted(idle)
-        gap = interval / len(ranked)
-        phase = ranked.index(worker) * gap
-        start = now + gap / 2  # never twice in a row, even when the ranks shift
-        at = phase + math.ceil((start - phase) / interval) * interval  # first turn after start
-        return at - now + random.uniform(-JITTER, JITTER) * gap
+            gap = interval / len(idle)
+            last = float(doc.get("last") or 0)
+            if now - last >= gap or last > now + interval:  # (a clock step back: start over)
+                doc["last"] = now
+                return 0.0
+        return last + gap - now + random.uniform(0, JITTER) * gap
 
     def leave(self, worker: str) -> None:
         """WORKER stops polling (it claimed a task or exits): the others close ranks."""

@@ -129,18 +129,26 @@ class Worker:
             if remaining <= 0:
                 log.info("idle for %.0f s: exiting", w["max_idle_time"])
                 return None
-            # at most half a lease, so that after an outage this host's waiting results are
-            # delivered before other hosts' reapers (which wait a lease) take their tasks
-            cap = min(MAX_BACKOFF, w["lease_seconds"] / 2)
             if failures:
+                # at most half a lease, so that after an outage this host's waiting results are
+                # delivered before other hosts' reapers (which wait a lease) take their tasks
+                cap = min(MAX_BACKOFF, w["lease_seconds"] / 2)
                 backoff = min(w["poll_interval"] * 2 ** failures, cap)
-                wait = max(w["poll_interval"], backoff) * random.uniform(0.8, 1.2)
-            else:
-                wait = self._pacer.wait(self.id, w["poll_interval"])
-            wait = min(wait, remaining)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), wait)
+                await self._sleep(min(max(w["poll_interval"], backoff) * random.uniform(0.8, 1.2),
+                                      remaining))
+                continue
+            self._pacer.polled(self.id)
+            while (wait := self._pacer.turn(self.id, w["poll_interval"])) > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    break
+                await self._sleep(min(wait, remaining))
         return None
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, or less if a stop is requested."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _handle(self, claim: Claim) -> None:
         from dorch.workspace import new_workspace, prune, write_result
