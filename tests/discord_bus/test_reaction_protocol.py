@@ -55,6 +55,15 @@ def dorch_took(world: World, tasks: list[str]) -> bool:
     return set(tasks) <= threaded
 
 
+def assert_each_ran_once(dorch: World, prompts: list[str], started: float, what: str) -> None:
+    """The contrast: dorch ran every one of PROMPTS, once."""
+    executed = executed_prompts(dorch)
+    print(f"dorch, {what} in {time.monotonic() - started:.1f} s: {len(executed)} of "
+          f"{len(prompts)} run, most runs of one task {max(executed.values())}")
+    assert sorted(executed) == prompts, "dorch lost or starved a task"
+    assert set(executed.values()) == {1}, "dorch ran a task twice"
+
+
 def test_the_original_reaction_protocol_claims_tasks_twice(make_world: Callable[..., World]) -> None:
     started = time.monotonic()
     world = make_world()
@@ -96,12 +105,7 @@ def test_the_original_reaction_protocol_claims_tasks_twice(make_world: Callable[
         eventually(partial(dorch_took, dorch, batch), 30,
                    f"dorch to claim stream tasks {first}-{first + BATCH - 1}", interval=0.1)
     eventually(lambda: len(dorch.summaries()) >= 20, 60, "20 dorch results", interval=0.25)
-    took = time.monotonic() - started
-    executed = executed_prompts(dorch)
-    print(f"dorch, 4 workers, 20 streamed tasks in {took:.1f} s: {len(executed)} tasks run, "
-          f"most runs of one task {max(executed.values())}")
-    assert sorted(executed) == prompts, "dorch lost a task"
-    assert set(executed.values()) == {1}, "dorch ran a task twice"
+    assert_each_ran_once(dorch, prompts, started, "4 workers, 20 streamed tasks")
 
 
 def test_the_original_protocol_starves_tasks_beyond_the_10_newest(
@@ -145,9 +149,4 @@ def test_the_original_protocol_starves_tasks_beyond_the_10_newest(
         dorch.post(prompt)
     dorch.fleet(3)
     eventually(lambda: len(dorch.summaries()) >= 30, 90, "30 dorch results", interval=0.25)
-    took = time.monotonic() - started
-    executed = executed_prompts(dorch)
-    print(f"dorch, 3 workers, 30 queued tasks in {took:.1f} s: {len(executed)} of 30 run, "
-          f"most runs of one task {max(executed.values())}")
-    assert sorted(executed) == prompts, "dorch starved a task"
-    assert set(executed.values()) == {1}, "dorch ran a task twice"
+    assert_each_ran_once(dorch, prompts, started, "3 workers, 30 queued tasks")
