@@ -33,6 +33,14 @@ def compile_project() -> None:
         compileall.compile_dir(folder, quiet=1)
 
 
+def as_a_service() -> None:
+    """Start workers with the environment a systemd service gets, not the shell's: a shell may
+    set $SSL_CERT_FILE or $SSL_CERT_DIR (a service has neither), and with them a worker loads the
+    whole CA bundle at start-up instead of on demand (dorch/discord/tls.py)."""
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        os.environ.pop(name, None)
+
+
 def machine() -> dict[str, Any]:
     """CPU, cores, memory, OS and Python: figures mean nothing without them."""
     cpu = platform.processor() or platform.machine()
@@ -89,8 +97,9 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
 
 
 def heading(text: str) -> None:
-    """A benchmark's title; also makes sure the project is compiled before it measures."""
+    """A benchmark's title; also readies what it measures: compiled, started as a service is."""
     compile_project()
+    as_a_service()
     print(f"\n== {text}", flush=True)
 
 

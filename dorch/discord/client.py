@@ -31,14 +31,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-import aiohttp
-
 from dorch import __version__
 from dorch.config import DEFAULT_API_BASE
 from dorch.discord import errors
 from dorch.discord.content import MAX_CONTENT, File
 from dorch.discord.invalid_requests import DEFAULT_LIMIT, InvalidRequestCounter
 from dorch.discord.ratelimit import RateLimiter, RateLimitInfo
+from dorch.discord.tls import aiohttp  # aiohttp itself, its CA bundle loaded on demand
 from dorch.log import register_secret
 from dorch.shared_state import SharedState
 
