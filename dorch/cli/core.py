@@ -255,6 +255,19 @@ def up(
     raise typer.Exit(code)
 
 
+def _columns(headers: list[str], rows: list[list[str]], right: tuple[int, ...] = ()) -> list[str]:
+    """Indented lines of a table whose columns fit their widest cell (a Discord task id has 19
+    digits, a local one a few); columns in RIGHT are right-aligned."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        padded = [c.rjust(w) if i in right else c.ljust(w)
+                  for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "  " + "  ".join(padded).rstrip()
+
+    return [line(headers), *map(line, rows)]
+
+
 def _status_text(status: Status) -> str:
     lines = []
     order = ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "dead"]
@@ -264,36 +277,33 @@ def _status_text(status: Status) -> str:
         lines.append("tasks: " + ", ".join(f"{status.counts.get(s, 0)} {s}" for s in order))
     if status.deliveries:
         lines.append(f"\nwaiting in this machine's outbox to be delivered: {status.pending_delivery}")
-        lines.append(f"  {'#':>5}  {'KIND':<8} {'AGE':>6} {'TRIES':>5}  WHAT")
+        rows = []
         for d in status.deliveries:
             note = " (gave up: " + d.last_error + ")" if d.failed else (
                 f" (last error: {_short(d.last_error, 60)})" if d.last_error else "")
-            lines.append(f"  {d.id:>5}  {d.kind:<8} {_age(d.created):>6} {d.tries:>5}  "
-                         f"{d.what}{note}")
+            rows.append([str(d.id), d.kind, _age(d.created), str(d.tries), d.what + note])
+        lines += _columns(["#", "KIND", "AGE", "TRIES", "WHAT"], rows, right=(0, 2, 3))
     if status.running:
         lines.append("\nrunning:")
-        lines.append(f"  {'ID':>8}  {'WORKER':<20} {'AGE':>6}  PROMPT")
-        for v in status.running:
-            lines.append(f"  {v.task.id:>8}  {v.worker:<20} {_age(v.started_at):>6}  "
-                         f"{_short(v.task.spec.prompt)}")
+        rows = [[v.task.id, v.worker or "?", _age(v.started_at), _short(v.task.spec.prompt)]
+                for v in status.running]
+        lines += _columns(["ID", "WORKER", "AGE", "PROMPT"], rows, right=(2,))
     if status.recent:
         lines.append("\nrecent results:")
-        lines.append(f"  {'ID':>8}  {'STATE':<10} {'WORKER':<20} {'TOOK':>7}  PROMPT")
-        for v in status.recent:
-            took = f"{v.result.duration:.1f}s" if v.result else "-"
-            lines.append(f"  {v.task.id:>8}  {v.state.value:<10} {v.worker:<20} {took:>7}  "
-                         f"{_short(v.task.spec.prompt)}")
+        rows = [[v.task.id, v.state.value, v.worker or "-",
+                 f"{v.result.duration:.1f}s" if v.result else "-", _short(v.task.spec.prompt)]
+                for v in status.recent]
+        lines += _columns(["ID", "STATE", "WORKER", "TOOK", "PROMPT"], rows, right=(3,))
     if status.dead:
         lines.append("\ndead (gave up after max_attempts):")
-        for v in status.dead:
-            lines.append(f"  {v.task.id:>8}  attempt {v.task.attempt}  "
-                         f"{_short(v.task.spec.prompt)}")
+        rows = [[v.task.id, str(v.task.attempt), _short(v.task.spec.prompt)] for v in status.dead]
+        lines += _columns(["ID", "ATTEMPT", "PROMPT"], rows, right=(1,))
     if status.workers:
         lines.append("\nworkers:")
-        lines.append(f"  {'WORKER':<20} {'STATE':<11} {'TASK':>8} {'PID':>7} {'DONE':>5} SEEN")
-        for w in status.workers:
-            lines.append(f"  {w.worker:<20} {w.state:<11} {w.task_id or '-':>8} {w.pid:>7} "
-                         f"{w.tasks_done:>5} {_age(w.updated_at)} ago")
+        rows = [[w.worker, w.state, w.task_id or "-", w.host or "-", str(w.pid or "-"),
+                 str(w.tasks_done), f"{_age(w.updated_at)} ago"] for w in status.workers]
+        lines += _columns(["WORKER", "STATE", "TASK", "HOST", "PID", "DONE", "SEEN"], rows,
+                          right=(4, 5))
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 from tests.discord_bus.conftest import World, eventually, thread_messages
@@ -89,6 +90,12 @@ def test_status_and_watch_show_queue_running_tasks_and_the_board(world: World) -
     text = world.dorch("status").stdout
     assert "2 running" in text and "3 queued" in text and "Long task 1" in text
     assert all(w in text for w in workers)
+    running = text.split("running:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    column = running[0].index("WORKER")  # 19-digit task ids keep the columns lined up
+    assert sorted(row[column:].split()[0] for row in running[1:]) == sorted(workers), text
+    board = text.split("workers:\n", 1)[1].splitlines()
+    host = board[0].index("HOST")
+    assert {row[host:].split()[0] for row in board[1:]} == {socket.gethostname()}, text
 
     watched = world.dorch("watch", "--count", "2", "--interval", "0.5")
     assert watched.returncode == 0, watched.stderr
