@@ -46,6 +46,11 @@ def test_a_stop_reaction_cancels_a_queued_task_only_from_an_allowed_user(world: 
     assert note.startswith("🛑 **cancelled** before it started (requested by a 🛑 reaction)")
     result = world.dorch("result", stopped)
     assert result.returncode == 1 and "cancelled" in result.stderr
+    cancelled = [s for s in world.summaries() if s.startswith("🛑 **cancelled**")]
+    assert len(cancelled) == 1 and stopped in cancelled[0], world.summaries()
+    assert "before it started" in cancelled[0]
+    status = json.loads(world.dorch("status", "--json").stdout)
+    assert status["counts"]["cancelled"] == 1 and status["counts"]["succeeded"] == 1
 
 
 def test_cancel_a_running_task_by_command_and_by_reaction(world: World) -> None:

@@ -575,8 +575,13 @@ class DiscordBus:
         p = item.payload
         old = p["old"]
         if p.get("cancelled"):
-            await self.client.create_message(old, formats.cancelled_note(p.get("by", "?")),
+            by = p.get("by", "?")
+            await self.client.create_message(old, formats.cancelled_note(by),
                                              nonce=_sub_nonce(item, "c"))
+            summary = formats.summary_text(State.CANCELLED, self._link(old),
+                                           line=f"before it started (requested by {by})")
+            await self.client.create_message(self.results_channel, summary,
+                                             nonce=_sub_nonce(item, "s"))
             await self._react(old, formats.FAILED)
             await self._archive(old)
             return {"cancelled": old}
