@@ -136,7 +136,9 @@ class Status:
 
 
 class Bus(Protocol):
-    """Implemented by dorch.bus.local.LocalBus and (later) the Discord bus."""
+    """Implemented by dorch.bus.local.LocalBus and dorch.bus.discord.DiscordBus."""
+
+    wait_interval: float  # s between looks at a task while a command waits for its result
 
     async def submit(self, spec: TaskSpec, submitter: str = "") -> str: ...
     async def claim(self, worker: str, lease_seconds: float) -> Claim | None: ...

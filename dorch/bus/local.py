@@ -185,6 +185,8 @@ class LocalBus:
     """The Bus over one SQLite file. Methods are async to match the contract; each SQLite call
     is short and runs inline. One instance per process; not for use from several threads."""
 
+    wait_interval = 0.5  # s between looks of `dorch submit --wait` (one cheap query each)
+
     def __init__(
         self,
         path: Path,

@@ -93,10 +93,9 @@ def _read_prompt(text: str | None, file: Path | None) -> str:
     return text
 
 
-async def wait_for_result(
-    bus: Bus, task_id: str, timeout: float | None, interval: float = 0.5
-) -> TaskView | None:
-    """Poll until the task finishes; None on timeout. Shows a spinner on a terminal."""
+async def wait_for_result(bus: Bus, task_id: str, timeout: float | None) -> TaskView | None:
+    """Poll (every ``bus.wait_interval``) until the task finishes; None on timeout. Shows a
+    spinner on a terminal."""
     spinner = "|/-\\"
     tty = sys.stderr.isatty()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -113,7 +112,10 @@ async def wait_for_result(
                 sys.stderr.write(f"\r{spinner[turn % 4]} task {task_id}: {label}   ")
                 sys.stderr.flush()
                 turn += 1
-            await asyncio.sleep(interval)
+            pause = bus.wait_interval
+            if deadline is not None:
+                pause = min(pause, max(deadline - time.monotonic(), 0.05))
+            await asyncio.sleep(pause)
     finally:
         if tty:
             sys.stderr.write("\r\033[K")

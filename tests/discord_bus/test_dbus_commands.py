@@ -141,3 +141,15 @@ def test_queue_clear_deletes_tasks_older_than_14_days_one_by_one(world: World) -
     singles = {r.path.rsplit("/", 1)[1] for r in world.emu.requests
                if r.route == DELETE and r.status == 204}
     assert singles == {*old, young}
+
+
+def test_waiting_for_a_result_costs_the_bot_about_one_request_a_second(world: World) -> None:
+    task = world.post("Work on this for ages SLOW")
+    world.fleet(1)
+    eventually(lambda: len(started_agents(world)) == 1, 60, "the agent to start")
+    mark = len(world.emu.requests)
+    waited = world.dorch("result", task, "--wait", "--timeout", "8")
+    assert waited.returncode == 1 and "not finished within 8" in waited.stderr, waited.stderr
+    looks = [r for r in world.emu.requests[mark:] if r.bot == "submitter"]
+    # a look is two GETs (the task message, its thread) every 2 s: about 10 in 8 s, not 32
+    assert 4 <= len(looks) <= 14, [(r.route, round(r.time, 1)) for r in looks]
