@@ -417,7 +417,7 @@ class DiscordBus:
 
     async def _archive(self, thread_id: int | str) -> None:
         try:
-            await self.client.edit_channel(thread_id, archived=True)
+            await self.client.archive_thread(thread_id)
         except errors.NotFound:
             pass
         except errors.BadRequest as exc:
@@ -607,8 +607,7 @@ class DiscordBus:
         post = formats.task_post(p["text"], header)
         new = await self.client.create_message(self.task_channel, post.content, files=post.files,
                                                nonce=item.nonce)
-        note = formats.requeue_note(p["attempt"] - 1, p["attempt"], self._link(new["id"]),
-                                    p["why"])
+        note = formats.requeue_note(p["attempt"], self._link(new["id"]), p["why"])
         await self.client.create_message(old, note, nonce=_sub_nonce(item, "n"))
         await self._react(old, formats.REQUEUED)
         await self._archive(old)

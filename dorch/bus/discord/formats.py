@@ -244,7 +244,7 @@ def first_line(result: Result) -> str:
 
 # -- notes ---------------------------------------------------------------------------------------
 
-def requeue_note(old_attempt: int, new_attempt: int, new_link: str, why: str) -> str:
+def requeue_note(new_attempt: int, new_link: str, why: str) -> str:
     return f"♻️ {why}; re-queued as attempt {new_attempt}: {new_link}"
 
 
