@@ -60,6 +60,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "token": Key(str, "discord-token", env="DORCH_TOKEN_NAME",
                      help="name of the credential holding the bot token (not the token)"),
         "allowed_submitters": Key(list, []),
+        "fleet_bots": Key(list, [], help="user ids of the bots that run dorch workers (the "
+                          "fleet): only their threads, receipts and notes are believed"),
         "allowed_roles": Key(list, []),
         "invalid_request_limit": Key(int, 2500, help="401/403/429 answers per 10 minutes per host "
                                      "before dorch stops sending (Discord bans at 10,000)"),
@@ -269,7 +271,7 @@ def _check(dotted: str, value: Any, spec: Key, where: str) -> Any:
             value = int(value)
         except ValueError:
             raise ConfigError(f"{label}: expected a Discord id (digits), got {value!r}") from None
-    if expected is list and key in ("allowed_submitters", "allowed_roles"):
+    if expected is list and key in ("allowed_submitters", "allowed_roles", "fleet_bots"):
         try:
             value = [int(v) for v in value]
         except (TypeError, ValueError):
