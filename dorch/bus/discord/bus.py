@@ -345,22 +345,39 @@ class DiscordBus:
         return False
 
     async def _download(self, attachment: dict[str, Any], cap: int) -> str:
+        """An attachment's text, read to its end and checked against its declared size: a
+        short read is a temporary error (BusError), never a cut text. Over CAP: _Rejected."""
         import aiohttp
 
         if self._cdn is None:
-            self._cdn = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+            self._cdn = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
         name = attachment.get("filename", "?")
+        try:
+            declared = int(attachment.get("size"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            declared = -1
+        if declared > cap:
+            raise _Rejected(f"the attachment {name} holds {declared:,} bytes; the Discord bus "
+                            f"takes at most {cap:,} bytes there")
+        chunks: list[bytes] = []
+        got = 0
         try:
             async with self._cdn.get(attachment["url"]) as resp:
                 if resp.status != 200:
                     raise BusError(f"downloading attachment {name}: HTTP {resp.status}")
-                data = await resp.content.read(cap + 1)
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    chunks.append(chunk)
+                    got += len(chunk)
+                    if got > cap:
+                        raise _Rejected(f"the attachment {name} is larger than {cap:,} bytes")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BusError(f"downloading attachment {name}: {type(exc).__name__}") from None
-        if len(data) > cap:
-            raise _Rejected(f"the attachment {name} is larger than {cap:,} bytes")
+            raise BusError(f"downloading attachment {name}: {type(exc).__name__} after "
+                           f"{got:,} bytes") from None
+        if declared >= 0 and got != declared:
+            raise BusError(f"downloading attachment {name}: got {got:,} of its {declared:,} "
+                           "bytes; try again")
         try:
-            return data.decode("utf-8")
+            return b"".join(chunks).decode("utf-8")
         except UnicodeDecodeError:
             raise _Rejected(f"the attachment {name} is not UTF-8 text") from None
 
