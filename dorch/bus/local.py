@@ -17,6 +17,13 @@ mode 0660 with the directory's group (regardless of the umask), and SQLite gives
 its group whoever creates them; without setgid, dorch moves the ones it creates to that group
 (best effort). Otherwise the file is private to its owner (0600): prompts and results may be
 confidential.
+
+A shared directory is a place others can plant files, and root's CLI opens the queue too, so
+nothing here follows a symbolic link: a directory writable by others must be sticky (mode 3770,
+or others could swap the queue between a check and SQLite's open); the queue, -wal, -shm and
+-journal must not be symbolic links (SQLite follows one for the queue itself) or hard links; the
+queue must belong to us, root or the directory's owner; and the group of the -wal/-shm files is
+changed through a descriptor opened with O_NOFOLLOW, never by name.
 """
 
 from __future__ import annotations
@@ -147,9 +154,50 @@ def _text(value: str) -> str:
     return value
 
 
-def _shared_gid(directory: Path) -> int | None:
-    """The group a queue in DIRECTORY is shared with, or None when it is private."""
+_SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def _unsafe(path: Path, message: str) -> BusConfigError:
+    return BusConfigError(f"{path}: {message}; dorch refuses to open the local queue through it")
+
+
+def _check_directory(directory: Path) -> os.stat_result:
+    """The queue's directory; refused when others may rename files in it (writable, not sticky)."""
     st = directory.stat()
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+        raise BusConfigError(
+            f"{directory}: the local queue's directory is writable by others but not sticky, so "
+            "anyone who may write it could swap the queue for a symbolic link; run "
+            f"`chmod +t {directory}` (the packages use /var/lib/dorch/queue, mode 3770)"
+        )
+    return st
+
+
+def _check_files(path: Path, where: os.stat_result) -> None:
+    """Refuse a queue (or -wal/-shm/-journal) that is a link, or a queue nobody trusted made."""
+    for name in (path.name, *(path.name + s for s in _SIDECARS)):
+        try:
+            st = os.lstat(path.with_name(name))
+        except FileNotFoundError:
+            continue
+        shown = path.with_name(name)
+        if stat.S_ISLNK(st.st_mode):
+            raise _unsafe(shown, "is a symbolic link (remove it: someone may be trying to make "
+                          "dorch write elsewhere)")
+        if not stat.S_ISREG(st.st_mode):
+            raise _unsafe(shown, "is not a regular file")
+        if st.st_nlink > 1:
+            raise _unsafe(shown, f"has {st.st_nlink} hard links (remove it: a hard link may "
+                          "point at a file outside the queue)")
+        if name == path.name and st.st_uid not in (os.geteuid(), 0, where.st_uid):
+            raise _unsafe(shown, f"belongs to uid {st.st_uid}, not to you, root or the "
+                          f"directory's owner (uid {where.st_uid}), so its owner could swap it "
+                          "for a symbolic link; have the directory's owner (the workers) create "
+                          "the queue, or chown it to that user")
+
+
+def _shared_gid(st: os.stat_result) -> int | None:
+    """The group a queue in a directory (its stat ST) is shared with, or None when private."""
     if st.st_gid != 0 and st.st_mode & stat.S_IWGRP:
         return st.st_gid
     return None
@@ -159,7 +207,8 @@ def _create_file(path: Path, gid: int | None) -> None:
     """Create an empty queue file with the right mode and group before SQLite opens it."""
     mode = 0o660 if gid is not None else 0o600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     mode)
     except FileExistsError:
         return
     try:
@@ -172,13 +221,24 @@ def _create_file(path: Path, gid: int | None) -> None:
 
 
 def _share_sidecars(path: Path, gid: int) -> None:
-    """Give the -wal/-shm files this process created the queue's group (no-op under setgid)."""
+    """Give the -wal/-shm files this process created the queue's group (no-op under setgid).
+
+    By descriptor, opened without following a link: a name in a shared directory can be
+    swapped between a stat and a chown."""
     for suffix in ("-wal", "-shm"):
         side = path.with_name(path.name + suffix)
-        with contextlib.suppress(OSError):
-            st = side.stat()
-            if st.st_gid != gid and st.st_uid == os.geteuid():
-                os.chown(side, -1, gid)
+        try:
+            fd = os.open(side, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if (stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_gid != gid
+                    and st.st_uid == os.geteuid()):
+                with contextlib.suppress(OSError):
+                    os.fchown(fd, -1, gid)
+        finally:
+            os.close(fd)
 
 
 class LocalBus:
@@ -207,9 +267,11 @@ class LocalBus:
     def _open(self, busy_timeout: float) -> sqlite3.Connection:
         where = self.path.parent
         try:
-            where.mkdir(parents=True, exist_ok=True)
-            gid = _shared_gid(where)
+            where.mkdir(mode=0o700, parents=True, exist_ok=True)
+            where_st = _check_directory(where)
+            gid = _shared_gid(where_st)
             _create_file(self.path, gid)
+            _check_files(self.path, where_st)
         except OSError as exc:
             raise BusConfigError(
                 f"{self.path}: cannot create the local queue ({exc.strerror}); set [local] path "
@@ -245,6 +307,12 @@ class LocalBus:
         return db
 
     def _config_error(self, exc: sqlite3.Error) -> BusConfigError:
+        try:  # a link planted while SQLite opened the files: say so, not "unable to open"
+            _check_files(self.path, self.path.parent.stat())
+        except BusConfigError as unsafe:
+            return unsafe
+        except OSError:
+            pass
         text = str(exc)
         if "not a database" in text:
             hint = "it is not a dorch queue; point [local] path at another file"
