@@ -4,6 +4,7 @@ attachments over a cap end in a clear ❌, and ``dorch status``/``result`` repor
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 from tests.discord_bus.conftest import World, eventually
@@ -33,3 +34,26 @@ def test_a_300000_character_task_reaches_the_agent_whole_and_its_answer_comes_ba
     for _ in range(3):  # every read is whole, not only the first
         again = world.dorch("result", task_id)
         assert _sha(again.stdout) == _sha(answer), len(again.stdout)
+
+
+def test_a_task_over_the_cap_is_refused_at_submit_with_why(world: World, tmp_path: Path) -> None:
+    (tmp_path / "huge.md").write_text("x" * ((8 << 20) + 1))
+    refused = world.dorch("submit", "--file", str(tmp_path / "huge.md"))
+    assert refused.returncode == 64, refused.stderr  # EX_USAGE: bad task
+    assert "8,388,609 bytes" in refused.stderr and "at most 8,388,608" in refused.stderr
+    assert world.messages("task-queue") == []
+
+
+def test_an_answer_over_the_cap_is_a_clear_failure_never_a_cut_answer(world: World) -> None:
+    sections = dict(world.home.settings)
+    sections["executor.command"] = {"argv": [
+        sys.executable, "-c", "import sys; sys.stdin.read(); print('y' * (9 << 20))"]}
+    world.home.configure(**sections)
+    task_id = world.dorch("submit", "Write me nine megabytes").stdout.strip()
+    world.fleet(1)
+    done = world.dorch("result", task_id, "--wait", "--timeout", "90")
+    assert done.returncode != 0
+    assert "the answer holds 9,437,185 bytes" in done.stdout + done.stderr
+    assert "y" * 100 not in done.stdout
+    (summary,) = world.summaries()
+    assert summary.startswith("❌ **failed**")

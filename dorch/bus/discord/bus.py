@@ -88,7 +88,7 @@ REAP_GRACE = 2.0  # s after a lease's end before a reaper takes it (clock skew, 
 REAP_BATCH = 10  # leases checked per poll at most
 PREFLIGHT_TTL = 3600.0  # s a passed permission check is trusted (per host and token)
 ATTACHMENT_CAP = 100_000  # bytes of text attachments a human's task may carry
-TASK_FILE_CAP = 8 << 20  # bytes of a task.md written by dorch
+TASK_FILE_CAP = 8 << 20  # bytes of a task.md or result.md dorch writes (Discord takes 10 MiB)
 ROLE_TTL = 600.0  # s a member's roles are cached
 KEPT_IGNORED = 1000  # message ids remembered as "already logged as ignored"
 DISCORD_EPOCH_MS = 1420070400000
@@ -654,6 +654,11 @@ class DiscordBus:
         """Post SPEC to #task-queue; its message id is the task id (``outbox-N`` while Discord
         cannot be reached: the host's outbox delivers it later)."""
         spec = validate(spec)
+        size = len(spec.to_text().encode())
+        if size > TASK_FILE_CAP:
+            raise TaskError(f"the task holds {size:,} bytes; the Discord bus carries at most "
+                            f"{TASK_FILE_CAP:,} bytes per task. Put the material where the "
+                            "agent can read it and say where")
         with self._errors("submitting the task"):
             await self._drain()
             header = f"submitted by {formats.clean_name(submitter)}" if submitter else ""
@@ -813,6 +818,12 @@ class DiscordBus:
     async def finish(self, claim: Claim, result: Result) -> bool:
         if not result.state.finished:
             raise ValueError(f"finish needs a final state, not {result.state.value!r}")
+        size = len(result.output.encode())
+        if size > TASK_FILE_CAP:  # never a cut answer: a clear failure instead
+            result = Result(State.FAILED, "", f"the answer holds {size:,} bytes; the Discord bus "
+                            f"carries at most {TASK_FILE_CAP:,} bytes, so it was not posted. The "
+                            f"whole answer is in the worker's workspace on {self.host}",
+                            result.stderr_tail, result.duration, result.usage)
         payload = {
             "task": claim.task.id, "receipt": claim.token, "worker": claim.worker,
             "attempt": claim.task.attempt,
@@ -1093,7 +1104,11 @@ class DiscordBus:
                 result, worker = parsed
                 for att in m.get("attachments") or []:
                     if att.get("filename") == formats.RESULT_FILE:
-                        result.output = await self._download(att, TASK_FILE_CAP)
+                        try:
+                            result.output = await self._download(att, TASK_FILE_CAP)
+                        except _Rejected as exc:
+                            raise BusError(f"task {tid}: its answer cannot be shown: {exc}; "
+                                           f"read it in its thread: {url}") from None
                 return TaskView(task, result.state, worker, started, _epoch(m.get("timestamp")),
                                 result, url)
         for m in notes:
