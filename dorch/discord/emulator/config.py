@@ -52,6 +52,7 @@ DEFAULT_ROUTE_LIMITS: dict[str, RouteLimit] = {
     "reactions": RouteLimit(1, 0.25),
     "start_thread": RouteLimit(5, 5.0),
     "modify_channel": RouteLimit(5, 5.0),
+    "execute_webhook": RouteLimit(5, 2.0),  # per webhook
     "default": RouteLimit(5, 1.0),
 }
 
@@ -114,6 +115,10 @@ class EmulatorConfig:
     max_files: int = 10
     max_file_bytes: int = 10 * 1024 * 1024
     max_request_bytes: int = 25 * 1024 * 1024
+    # the CDN sends an attachment in chunks and pauses after the first, as a real download
+    # arrives over time: a reader must read to the end, not take what is buffered
+    cdn_chunk_bytes: int = 64 * 1024
+    cdn_first_pause: float = 0.1
     seed: int | None = None
     faults: Faults = field(default_factory=Faults)
 
@@ -189,7 +194,8 @@ DEFAULT: dict[str, Any] = {
 
 _SECTIONS = {"emulator", "guild", "channels", "roles", "bots", "users", "ratelimit", "faults"}
 _EMULATOR_KEYS = {"invalid_limit", "invalid_window", "ban_seconds", "nonce_window",
-                  "max_active_threads", "max_files", "max_file_bytes", "max_request_bytes", "seed"}
+                  "max_active_threads", "max_files", "max_file_bytes", "max_request_bytes",
+                  "cdn_chunk_bytes", "cdn_first_pause", "seed"}
 
 
 class _Ids:

@@ -1,5 +1,6 @@
 """The control API under ``/_emulator``: what tests, benchmarks and demos use to drive the
-emulator from other processes (humans posting and reacting, faults, the request log, stats).
+emulator from other processes (members posting, reacting, starting and archiving threads;
+webhooks and apps posting; faults, the request log, stats).
 
 Discord never uses this prefix, and faults, tokens and rate limits do not apply to it.
 """
@@ -29,6 +30,11 @@ def add_control_routes(app: web.Application, emu: Emulator) -> None:
     r.add_get(PREFIX + "/messages", handlers.list_messages)
     r.add_put(PREFIX + "/reactions", handlers.react)
     r.add_delete(PREFIX + "/reactions", handlers.unreact)
+    r.add_post(PREFIX + "/threads", handlers.start_thread)
+    r.add_patch(PREFIX + "/threads/{thread_id}", handlers.modify_thread)
+    r.add_post(PREFIX + "/webhooks", handlers.create_webhook)
+    r.add_post(PREFIX + "/webhooks/{webhook_id}/{token}/messages", handlers.execute_webhook)
+    r.add_post(PREFIX + "/app-messages", handlers.app_message)
     r.add_get(PREFIX + "/faults", handlers.get_faults)
     r.add_patch(PREFIX + "/faults", handlers.set_faults)
     r.add_get(PREFIX + "/requests", handlers.requests)
@@ -88,10 +94,65 @@ class _Handlers:
         return _ok(msg)
 
     async def list_messages(self, request: web.Request) -> web.Response:
+        """``?channel=NAME_OR_ID[&after=MESSAGE_ID]``."""
+        after = request.query.get("after", "0")
+        if not after.isdigit():
+            return _bad("after must be a message id")
         try:
-            return _ok(self.emu.messages(request.query["channel"]))
+            return _ok(self.emu.messages(request.query["channel"], after))
         except KeyError as exc:
             return _bad(str(exc.args[0]) if exc.args else "channel is required", 404)
+
+    async def start_thread(self, request: web.Request) -> web.Response:
+        """``{"user", "channel", "message_id", "name"?}``: a member starts a thread."""
+        body = await _body(request)
+        return self._act(lambda: self.emu.start_thread_as_user(
+            body["user"], body["channel"], body["message_id"], str(body.get("name") or "thread")), 201)
+
+    async def modify_thread(self, request: web.Request) -> web.Response:
+        """``{"user", "archived"?, "locked"?, "name"?}``: a member changes a thread."""
+        body = await _body(request)
+        changes = {k: v for k, v in body.items() if k != "user"}
+        return self._act(lambda: self.emu.modify_thread_as_user(
+            body["user"], request.match_info["thread_id"], **changes))
+
+    async def create_webhook(self, request: web.Request) -> web.Response:
+        """``{"channel", "name"?, "user"?}``: a webhook (without USER: made by the guild's
+        owner); the answer has ``id``, ``token`` and ``url``."""
+        body = await _body(request)
+        return self._act(lambda: self.emu.create_webhook(
+            body["channel"], str(body.get("name") or "Captain Hook"), body.get("user")))
+
+    async def execute_webhook(self, request: web.Request) -> web.Response:
+        """``{"content", "thread_id"?, "username"?, "attachments"?}``: post as the webhook."""
+        from dorch.discord.emulator.server import control_file
+
+        body = await _body(request)
+        hook = {"id": request.match_info["webhook_id"], "token": request.match_info["token"]}
+        extra = {k: v for k, v in body.items() if k not in ("content", "thread_id", "attachments")}
+        if not hook["id"].isdigit():
+            return _bad("the webhook id must be a number", 404)
+        return self._act(lambda: self.emu.execute_webhook(
+            hook, str(body.get("content", "")), body.get("thread_id"),
+            [control_file(a) for a in body.get("attachments") or []], **extra))
+
+    async def app_message(self, request: web.Request) -> web.Response:
+        """``{"app", "user", "channel", "content", "command"?}``: USER runs APP's command and
+        the app answers publicly."""
+        body = await _body(request)
+        return self._act(lambda: self.emu.post_as_app(
+            body["app"], body["user"], body["channel"], str(body.get("content", "")),
+            str(body.get("command") or "run")))
+
+    @staticmethod
+    def _act(action: Any, status: int = 200) -> web.Response:
+        """Run ACTION; Discord's errors come back as Discord sends them, unknown names as 400."""
+        try:
+            return _ok(action(), status)
+        except KeyError as exc:
+            return _bad(str(exc.args[0]) if exc.args else "missing field")
+        except ApiError as exc:
+            return _ok(exc.body(), exc.status)
 
     async def react(self, request: web.Request, remove: bool = False) -> web.Response:
         """``{"user", "channel", "message_id", "emoji"}``."""

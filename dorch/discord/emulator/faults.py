@@ -22,7 +22,8 @@ class Faults:
     ``drop_responses``: the next N API requests are carried out (a message is created, a thread
     started) and then the connection is dropped without an answer, as when a response is lost on
     the way back; ``fail_next``: the next N API requests get ``error_status`` (deterministic
-    retries). Both count down by themselves.
+    retries). Both count down by themselves. ``drop_response_rate``: the share of API requests
+    that are carried out and then lose their answer that way (webhook executions included).
     """
 
     outage: str = "off"
@@ -33,6 +34,7 @@ class Faults:
     shared_429_rate: float = 0.0
     shared_retry_after: float = 1.0
     drop_responses: int = 0
+    drop_response_rate: float = 0.0
     fail_next: int = 0
 
     def update(self, changes: dict[str, Any]) -> None:

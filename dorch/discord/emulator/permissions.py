@@ -12,9 +12,12 @@ EMBED_LINKS = 1 << 14
 ATTACH_FILES = 1 << 15
 READ_MESSAGE_HISTORY = 1 << 16
 MENTION_EVERYONE = 1 << 17
+MANAGE_WEBHOOKS = 1 << 29
+USE_APPLICATION_COMMANDS = 1 << 31
 MANAGE_THREADS = 1 << 34
 CREATE_PUBLIC_THREADS = 1 << 35
 SEND_MESSAGES_IN_THREADS = 1 << 38
+USE_EXTERNAL_APPS = 1 << 50
 
 BY_NAME: dict[str, int] = {
     "ADD_REACTIONS": ADD_REACTIONS,
@@ -25,18 +28,23 @@ BY_NAME: dict[str, int] = {
     "ATTACH_FILES": ATTACH_FILES,
     "READ_MESSAGE_HISTORY": READ_MESSAGE_HISTORY,
     "MENTION_EVERYONE": MENTION_EVERYONE,
+    "MANAGE_WEBHOOKS": MANAGE_WEBHOOKS,
+    "USE_APPLICATION_COMMANDS": USE_APPLICATION_COMMANDS,
     "MANAGE_THREADS": MANAGE_THREADS,
     "CREATE_PUBLIC_THREADS": CREATE_PUBLIC_THREADS,
     "SEND_MESSAGES_IN_THREADS": SEND_MESSAGES_IN_THREADS,
+    "USE_EXTERNAL_APPS": USE_EXTERNAL_APPS,
 }
 
 #: What a bot gets unless its config says otherwise: everything dorch uses.
 DEFAULT_BOT = (ADD_REACTIONS | VIEW_CHANNEL | SEND_MESSAGES | MANAGE_MESSAGES | EMBED_LINKS
                | ATTACH_FILES | READ_MESSAGE_HISTORY | MANAGE_THREADS | CREATE_PUBLIC_THREADS
                | SEND_MESSAGES_IN_THREADS)
-#: What a human member gets: a normal member without moderation rights.
+#: What a human member gets: @everyone's defaults on Discord, without moderation rights (so a
+#: member may start a thread on any message, and run apps whose answers post in the channel).
 DEFAULT_USER = (ADD_REACTIONS | VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | ATTACH_FILES
-                | READ_MESSAGE_HISTORY | CREATE_PUBLIC_THREADS | SEND_MESSAGES_IN_THREADS)
+                | READ_MESSAGE_HISTORY | CREATE_PUBLIC_THREADS | SEND_MESSAGES_IN_THREADS
+                | USE_APPLICATION_COMMANDS | USE_EXTERNAL_APPS)
 
 
 def parse(names: Iterable[str], where: str) -> int:

@@ -68,8 +68,33 @@ class RemoteEmulator:
         body = {"user": str(user), "channel": str(channel), "message_id": str(message_id), "emoji": emoji}
         self._call("DELETE" if remove else "PUT", "/reactions", body)
 
-    def messages(self, channel: str | int) -> list[dict[str, Any]]:
-        return list(self._call("GET", f"/messages?channel={channel}"))
+    def messages(self, channel: str | int, after: int | str = 0) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/messages?channel={channel}&after={after}"))
+
+    def start_thread_as_user(self, user: str | int, channel: str | int, message_id: int | str,
+                             name: str = "thread") -> dict[str, Any]:
+        return dict(self._call("POST", "/threads", {"user": str(user), "channel": str(channel),
+                                                    "message_id": str(message_id), "name": name}))
+
+    def modify_thread_as_user(self, user: str | int, thread_id: int | str,
+                              **changes: Any) -> dict[str, Any]:
+        return dict(self._call("PATCH", f"/threads/{thread_id}", {"user": str(user), **changes}))
+
+    def create_webhook(self, channel: str | int, name: str = "Captain Hook",
+                       user: str | int | None = None) -> dict[str, Any]:
+        body = {"channel": str(channel), "name": name} | ({"user": str(user)} if user else {})
+        return dict(self._call("POST", "/webhooks", body))
+
+    def execute_webhook(self, webhook: dict[str, Any], content: str, thread_id: int | str | None = None,
+                        **payload: Any) -> dict[str, Any]:
+        body = {"content": content, **payload} | ({"thread_id": str(thread_id)} if thread_id else {})
+        return dict(self._call("POST", f"/webhooks/{webhook['id']}/{webhook['token']}/messages", body))
+
+    def post_as_app(self, app: str | int, user: str | int, channel: str | int, content: str,
+                    command: str = "run") -> dict[str, Any]:
+        return dict(self._call("POST", "/app-messages", {"app": str(app), "user": str(user),
+                                                         "channel": str(channel), "content": content,
+                                                         "command": command}))
 
     def faults(self) -> dict[str, Any]:
         return dict(self._call("GET", "/faults"))

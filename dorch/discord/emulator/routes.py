@@ -38,6 +38,7 @@ class Route:
     bucket: str  # a name in [ratelimit.routes]; "default" routes each get a bucket of their own
     handler: Callable[[Call], Result]
     pattern: re.Pattern[str]
+    auth: bool = True  # False: no bot token needed (a webhook's URL is its credential)
 
     @property
     def key(self) -> str:
@@ -53,7 +54,7 @@ class Route:
         return {k: unquote(v) for k, v in found.groupdict().items()} if found else None
 
     def major(self, params: dict[str, str]) -> str:
-        return params.get("channel_id") or params.get("guild_id") or ""
+        return params.get("channel_id") or params.get("guild_id") or params.get("webhook_id") or ""
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -144,6 +145,20 @@ def _remove_reaction(c: Call) -> Result:
     return 204, None
 
 
+def _create_webhook(c: Call) -> Result:
+    return 200, c.world.create_webhook(c.actor, c.id("channel_id"), c.body)
+
+
+def _channel_webhooks(c: Call) -> Result:
+    return 200, c.world.channel_webhooks(c.actor, c.id("channel_id"))
+
+
+def _execute_webhook(c: Call) -> Result:
+    msg = c.world.execute_webhook(c.id("webhook_id"), c.params["webhook_token"], c.query, c.body,
+                                  c.files)
+    return (204, None) if msg is None else (200, msg)
+
+
 def _guild(c: Call) -> Result:
     return 200, c.world.guild_json(c.id("guild_id"))
 
@@ -168,6 +183,7 @@ def _active_threads(c: Call) -> Result:
 
 _M = "/channels/{channel_id}/messages"
 _R = _M + "/{message_id}/reactions"
+_WEBHOOK = "/webhooks/{webhook_id}/{webhook_token}"
 
 _TABLE: list[tuple[str, str, str, Callable[[Call], Result]]] = [
     ("GET", "/users/@me", "default", _me),
@@ -184,6 +200,9 @@ _TABLE: list[tuple[str, str, str, Callable[[Call], Result]]] = [
     ("PATCH", _M + "/{message_id}", "edit_message", _edit_message),
     ("DELETE", _M + "/{message_id}", "delete_message", _delete_message),
     ("POST", _M + "/{message_id}/threads", "start_thread", _start_thread),
+    ("POST", "/channels/{channel_id}/webhooks", "default", _create_webhook),
+    ("GET", "/channels/{channel_id}/webhooks", "default", _channel_webhooks),
+    ("POST", _WEBHOOK, "execute_webhook", _execute_webhook),
     ("DELETE", _R, "default", _clear_reactions),
     ("GET", _R + "/{emoji}", "default", _list_reactions),
     ("PUT", _R + "/{emoji}/@me", "reactions", _add_reaction),
@@ -203,7 +222,7 @@ def _compile(template: str) -> re.Pattern[str]:
     return re.compile(regex)
 
 
-ROUTES = [Route(m, t, b, h, _compile(t)) for m, t, b, h in _TABLE]
+ROUTES = [Route(m, t, b, h, _compile(t), auth=t != _WEBHOOK) for m, t, b, h in _TABLE]
 
 
 def resolve(method: str, raw_path: str) -> tuple[Route | None, dict[str, str], bool]:

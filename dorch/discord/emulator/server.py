@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import json
 import math
@@ -26,6 +27,7 @@ from dorch.discord.emulator.faults import Faults
 from dorch.discord.emulator.ratelimit import InvalidRequests, RateLimiter
 from dorch.discord.emulator.records import RequestLog, RequestRecord
 from dorch.discord.emulator.routes import Call, resolve
+from dorch.discord.emulator.snowflake import from_time
 from dorch.discord.emulator.state import ApiError, Attachment, World, form_error
 
 API_PREFIXES = ("/api/v10", "/api/v9")
@@ -248,14 +250,70 @@ class Emulator:
             else:
                 self.world.add_reaction(member, self._channel_id(channel), int(message_id), emoji)
 
-    def messages(self, channel: str | int) -> list[dict[str, Any]]:
-        """All messages of CHANNEL, oldest first, unblanked (what an admin would see)."""
+    def start_thread_as_user(self, user: str | int, channel: str | int, message_id: int | str,
+                             name: str = "thread", auto_archive_duration: int = 1440) -> dict[str, Any]:
+        """A member (a human, or any configured bot) starts a thread on a message, as in the app:
+        Discord's rules apply (CREATE_PUBLIC_THREADS; one thread per message: 160004)."""
+        member = self.config.member(user)
+        payload = {"name": name, "auto_archive_duration": auto_archive_duration}
+        with self.world.lock:
+            return self.world.start_thread(member, self._channel_id(channel), int(message_id), payload)
+
+    def modify_thread_as_user(self, user: str | int, thread_id: int | str,
+                              **changes: Any) -> dict[str, Any]:
+        """A member changes a thread (``archived=True``: its creator may; ``archived=False``:
+        anyone who may post, unless locked; the rest needs MANAGE_THREADS)."""
+        member = self.config.member(user)
+        with self.world.lock:
+            return self.world.modify_channel(member, int(thread_id), changes)
+
+    def create_webhook(self, channel: str | int, name: str = "Captain Hook",
+                       user: str | int | None = None) -> dict[str, Any]:
+        """A webhook for CHANNEL, made as the guild's owner does in the app (no permission
+        needed); the answer carries ``id``, ``token`` and ``url``. With USER: made by that member
+        through the API's rules (MANAGE_WEBHOOKS)."""
+        with self.world.lock:
+            if user is None:
+                owner = MemberSpec("owner", from_time(1704067200000, 2), bot=False)
+                return self.world.create_webhook(owner, self._channel_id(channel), {"name": name},
+                                                 check=False)
+            return self.world.create_webhook(self.config.member(user), self._channel_id(channel),
+                                             {"name": name})
+
+    def execute_webhook(self, webhook: dict[str, Any], content: str, thread_id: int | str | None = None,
+                        attachments: Sequence[tuple[str, bytes | str]] | None = None,
+                        **payload: Any) -> dict[str, Any]:
+        """Post CONTENT as WEBHOOK (what ``create_webhook`` returned), in its channel or in one of
+        its threads; the message, as ``?wait=true`` returns it."""
+        files = [self._file(name, data) for name, data in attachments or []]
+        query = {"wait": "true"} | ({"thread_id": str(thread_id)} if thread_id else {})
+        with self.world.lock:
+            msg = self.world.execute_webhook(int(webhook["id"]), str(webhook["token"]), query,
+                                             {"content": content, **payload}, files)
+        assert msg is not None
+        return msg
+
+    def post_as_app(self, app: str | int, user: str | int, channel: str | int, content: str,
+                    command: str = "run", attachments: Sequence[tuple[str, bytes | str]] | None = None,
+                    **payload: Any) -> dict[str, Any]:
+        """USER runs APP's (a configured bot's) slash command /COMMAND in CHANNEL (a thread
+        too) and the app answers CONTENT publicly: an interaction answer (type 20)."""
+        files = [self._file(name, data) for name, data in attachments or []]
+        with self.world.lock:
+            return self.world.app_message(self.config.bot(app), self.config.member(user),
+                                          self._channel_id(channel), {"content": content, **payload},
+                                          files, command)
+
+    def messages(self, channel: str | int, after: int | str = 0) -> list[dict[str, Any]]:
+        """All messages of CHANNEL (with AFTER: those with a greater id), oldest first,
+        unblanked (what an admin would see)."""
         with self.world.lock:
             ch = self.world.channels.get(self._channel_id(channel))
             if ch is None:
                 raise KeyError(f"no channel {channel!r}")
             viewer = MemberSpec("observer", 0, bot=False)
-            return [self.world.message_json(ch.messages[i], viewer) for i in ch.order]
+            start = bisect.bisect_right(ch.order, int(after))
+            return [self.world.message_json(ch.messages[i], viewer) for i in ch.order[start:]]
 
     def _channel_id(self, channel: str | int) -> int:
         if str(channel).isdigit() and int(channel) in self.world.channels:
@@ -296,7 +354,17 @@ class Emulator:
             att = None
         if att is None or att.filename != request.match_info["filename"]:
             return web.Response(status=404, text="Not Found")
-        return web.Response(body=att.data, headers={"Content-Type": att.content_type})
+        response = web.StreamResponse(headers={"Content-Type": att.content_type})
+        response.content_length = len(att.data)
+        await response.prepare(request)
+        step = self.config.cdn_chunk_bytes
+        for start in range(0, len(att.data), step):
+            if start:
+                # after the first chunk, a pause: what a reader finds buffered then is short
+                await asyncio.sleep(self.config.cdn_first_pause if start == step else 0)
+            await response.write(att.data[start:start + step])
+        await response.write_eof()
+        return response
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
@@ -349,12 +417,15 @@ class Emulator:
         record.route = route.key
 
         bot = self._bot(request)
-        if bot is None:
+        if bot is not None:
+            record.bot, record.bot_id = bot.name, str(bot.id)
+        elif route.auth:
             self.invalid.record(ip)
             return _json(401, {"message": "401: Unauthorized", "code": 0}, {"Via": VIA})
-        record.bot, record.bot_id = bot.name, str(bot.id)
-
-        verdict = self.limiter.check(bot.id, route.bucket, route.identity, route.major(params))
+        # a webhook's requests count against the webhook, whoever sends them
+        caller = bot if route.auth and bot is not None else _WEBHOOK_CALLER
+        limit_key = caller.id if route.auth else _as_key(params.get("webhook_id", ""))
+        verdict = self.limiter.check(limit_key, route.bucket, route.identity, route.major(params))
         now = time.time()
         headers = {"Via": VIA}
         if verdict.scope != "global":
@@ -371,15 +442,16 @@ class Emulator:
 
         try:
             body, files = await self._read_body(request, record)
-            call = Call(self.world, bot, params, dict(request.query), body, files)
+            call = Call(self.world, caller, params, dict(request.query), body, files)
             with self.world.lock:
                 status, data = route.handler(call)
         except ApiError as exc:
             if exc.status in (401, 403):
                 self.invalid.record(ip)
             return _json(exc.status, exc.body(), headers)
-        if self.faults.drop_responses > 0:
-            self.faults.drop_responses -= 1
+        if self.faults.drop_responses > 0 or (self.faults.drop_response_rate
+                                              and self._rng.random() < self.faults.drop_response_rate):
+            self.faults.drop_responses = max(0, self.faults.drop_responses - 1)
             record.fault = "drop-response"
             if request.transport is not None:
                 request.transport.abort()
@@ -477,6 +549,13 @@ class Emulator:
             files.append(Attachment(self.world.ids.next(), str(meta.get("filename") or filename), data, kind,
                                     str(meta.get("description") or "")))
         return body, files
+
+
+_WEBHOOK_CALLER = MemberSpec("(webhook)", 0, bot=False)  # the actor of unauthenticated routes
+
+
+def _as_key(raw: str) -> int:
+    return int(raw) if raw.isdigit() else 0
 
 
 def control_file(data: dict[str, Any]) -> tuple[str, bytes]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,10 @@ from dorch.discord.emulator.config import FORUM, TEXT, EmulatorConfig, MemberSpe
 from dorch.discord.emulator.snowflake import Snowflakes, from_time, time_ms
 
 PUBLIC_THREAD = 11
+DEFAULT, REPLY, CHAT_INPUT_COMMAND = 0, 19, 20  # message types
+APPLICATION_COMMAND = 2  # interaction type
+WEBHOOK_INCOMING = 1
+MAX_WEBHOOKS_PER_CHANNEL = 15
 MAX_CONTENT = 2000
 MAX_NONCE = 25
 MAX_REACTION_EMOJIS = 20
@@ -79,6 +84,10 @@ def archived_thread() -> ApiError:
     return ApiError(400, 50083, "Thread is archived")
 
 
+def unknown_webhook() -> ApiError:
+    return ApiError(404, 10015, "Unknown Webhook")
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
 
@@ -110,6 +119,22 @@ class Message:
     edited: float | None = None
     reference: dict[str, Any] | None = None
     flags: int = 0
+    webhook_id: int | None = None  # a webhook's message (author_id is the webhook's id) or an app's
+    application_id: int | None = None  # an app's (interaction response) or an app-owned webhook's
+    interaction: dict[str, Any] | None = None  # interaction_metadata of an app's answer
+    username: str = ""  # the name a webhook message shows (the webhook's, or the one it was given)
+
+
+@dataclass
+class Webhook:
+    """An incoming webhook of a text channel: anyone with its URL posts as it, no bot token."""
+
+    id: int
+    token: str = field(repr=False)
+    channel_id: int
+    name: str
+    user_id: int  # who created it
+    application_id: int | None = None  # the bot's application, when a bot created it
 
 
 @dataclass
@@ -152,6 +177,7 @@ class World:
             c.id: Channel(c.id, c.type, c.name, topic=c.topic) for c in config.channels}
         self.members: dict[int, MemberSpec] = {m.id: m for m in [*config.bots, *config.users]}
         self.nonces: dict[tuple[int, str], tuple[int, int, float]] = {}  # -> channel, message, time
+        self.webhooks: dict[int, Webhook] = {}
 
     def now(self) -> float:
         return time.time() + self.clock_offset
@@ -236,12 +262,12 @@ class World:
 
     def message_json(self, msg: Message, viewer: MemberSpec, *, with_nonce: bool = False) -> dict[str, Any]:
         """The message as VIEWER gets it over REST (content blanked without the intent)."""
-        author = self.members[msg.author_id]
         hidden = (viewer.bot and not viewer.message_content and msg.author_id != viewer.id
                   and viewer.id not in msg.mentions)
+        kind = CHAT_INPUT_COMMAND if msg.interaction else REPLY if msg.reference else DEFAULT
         out: dict[str, Any] = {
-            "id": str(msg.id), "channel_id": str(msg.channel_id), "type": 19 if msg.reference else 0,
-            "author": self.user_json(author),
+            "id": str(msg.id), "channel_id": str(msg.channel_id), "type": kind,
+            "author": self.author_json(msg),
             "content": "" if hidden else msg.content,
             "timestamp": iso(msg.created),
             "edited_timestamp": iso(msg.edited) if msg.edited else None,
@@ -273,7 +299,24 @@ class World:
             out["position"] = channel.order.index(msg.id) if msg.id in channel.messages else 0
         if with_nonce and msg.nonce is not None:
             out["nonce"] = msg.nonce
+        if msg.webhook_id is not None:
+            out["webhook_id"] = str(msg.webhook_id)
+        if msg.application_id is not None:
+            out["application_id"] = str(msg.application_id)
+        if msg.interaction:
+            out["interaction_metadata"] = msg.interaction
+            out["interaction"] = {"id": msg.interaction["id"], "type": msg.interaction["type"],
+                                  "name": msg.interaction["name"], "user": msg.interaction["user"]}
         return out
+
+    def author_json(self, msg: Message) -> dict[str, Any]:
+        """The message's author; a webhook's message shows the webhook as a bot user (its id,
+        the name it posted under), as Discord does."""
+        member = self.members.get(msg.author_id)
+        if member is not None:
+            return self.user_json(member)
+        return {"id": str(msg.author_id), "username": msg.username, "global_name": None,
+                "discriminator": "0000", "avatar": None, "public_flags": 0, "flags": 0, "bot": True}
 
     def attachment_json(self, msg: Message, att: Attachment) -> dict[str, Any]:
         path = f"/attachments/{msg.channel_id}/{att.id}/{att.filename}"
@@ -340,15 +383,7 @@ class World:
             raise missing_permissions()
         if channel.is_thread and channel.archived and channel.locked and not bits & perms.MANAGE_THREADS:
             raise ApiError(400, 160005, "Thread is locked")
-        content = payload.get("content")
-        content = "" if content is None else str(content)
-        if len(content) > MAX_CONTENT:
-            raise _too_long()
-        embeds = payload.get("embeds") or []
-        if not isinstance(embeds, list) or len(embeds) > 10:
-            raise form_error("embeds", "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
-        if not content.strip() and not embeds and not files and not payload.get("sticker_ids"):
-            raise ApiError(400, 50006, "Cannot send an empty message")
+        content, embeds = _compose(payload, files)
         nonce = _nonce(payload.get("nonce"))
         now = self.now()
         if nonce is not None and payload.get("enforce_nonce"):
@@ -360,20 +395,125 @@ class World:
                 if earlier is not None:
                     return self.message_json(earlier, actor, with_nonce=True)
         reference = self._reference(channel, payload.get("message_reference"))
-        if channel.is_thread and channel.archived:
-            self._unarchive(channel, now)
         msg = Message(id=self.ids.next(int(now * 1000)), channel_id=channel.id, author_id=actor.id,
                       content=content, created=now, nonce=nonce, attachments=files, embeds=embeds,
                       reference=reference, flags=int(payload.get("flags") or 0) & (1 << 2 | 1 << 12))
-        self._apply_mentions(msg, actor, payload.get("allowed_mentions"), bits)
+        self._store(channel, msg, payload.get("allowed_mentions"), bits)
+        if nonce is not None and payload.get("enforce_nonce"):
+            self.nonces[(actor.id, str(nonce))] = (channel.id, msg.id, now)
+        return self.message_json(msg, actor, with_nonce=True)
+
+    def _store(self, channel: Channel, msg: Message, allowed_mentions: Any, bits: int) -> None:
+        """Add MSG to CHANNEL (a message in an archived thread unarchives it)."""
+        if channel.is_thread and channel.archived:
+            self._unarchive(channel, msg.created)
+        self._apply_mentions(msg, allowed_mentions, bits)
         channel.messages[msg.id] = msg
         channel.order.append(msg.id)
         if channel.is_thread:
             channel.total_sent += 1
-            channel.last_activity = now
-        if nonce is not None and payload.get("enforce_nonce"):
-            self.nonces[(actor.id, str(nonce))] = (channel.id, msg.id, now)
-        return self.message_json(msg, actor, with_nonce=True)
+            channel.last_activity = msg.created
+
+    # -- webhooks and apps ---------------------------------------------------------------------
+
+    def create_webhook(self, actor: MemberSpec, channel_id: int, payload: dict[str, Any],
+                       check: bool = True) -> dict[str, Any]:
+        """A new incoming webhook of a text channel (MANAGE_WEBHOOKS; CHECK False: as the
+        guild's owner would in the app)."""
+        channel, bits = self.channel(actor, channel_id) if check else (self._any_channel(channel_id), 0)
+        if check and not bits & perms.MANAGE_WEBHOOKS:
+            raise missing_permissions()
+        if channel.type != TEXT:
+            raise ApiError(400, 50024, "Cannot execute action on this channel type")
+        name = payload.get("name")
+        if not isinstance(name, str) or not 1 <= len(name) <= 80:
+            raise form_error("name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 80 in length.")
+        if "clyde" in name.lower() or "discord" in name.lower():
+            raise form_error("name", "USERNAME_INVALID_CONTAINS",
+                             'Username cannot contain "clyde" or "discord"')
+        if sum(w.channel_id == channel.id for w in self.webhooks.values()) >= MAX_WEBHOOKS_PER_CHANNEL:
+            raise ApiError(400, 30007, f"Maximum number of webhooks reached ({MAX_WEBHOOKS_PER_CHANNEL})")
+        hook_id = self.ids.next(int(self.now() * 1000))
+        hook = Webhook(hook_id, secrets.token_urlsafe(51), channel.id, name, actor.id,
+                       actor.id if actor.bot else None)
+        self.webhooks[hook.id] = hook
+        return self.webhook_json(hook) | {"token": hook.token}
+
+    def webhook_json(self, hook: Webhook) -> dict[str, Any]:
+        creator = self.members.get(hook.user_id)
+        return {"id": str(hook.id), "type": WEBHOOK_INCOMING, "guild_id": str(self.config.guild_id),
+                "channel_id": str(hook.channel_id), "name": hook.name, "avatar": None,
+                "application_id": str(hook.application_id) if hook.application_id else None,
+                "user": self.user_json(creator) if creator else None,
+                "url": f"{self.base_url}/api/webhooks/{hook.id}/{hook.token}"}
+
+    def channel_webhooks(self, actor: MemberSpec, channel_id: int) -> list[dict[str, Any]]:
+        channel, bits = self.channel(actor, channel_id)
+        if not bits & perms.MANAGE_WEBHOOKS:
+            raise missing_permissions()
+        return [self.webhook_json(w) | {"token": w.token}
+                for w in self.webhooks.values() if w.channel_id == channel.id]
+
+    def execute_webhook(self, webhook_id: int, token: str, query: dict[str, str],
+                        payload: dict[str, Any], files: list[Attachment]) -> dict[str, Any] | None:
+        """Post as the webhook in its channel, or in a thread of it (``thread_id``: unarchived
+        by the post). No bot and no permission is involved: whoever has the URL posts. Returns
+        the message with ``wait=true``, else None (Discord answers 204)."""
+        hook = self.webhooks.get(webhook_id)
+        if hook is None:
+            raise unknown_webhook()
+        if not secrets.compare_digest(hook.token, token):
+            raise ApiError(401, 50027, "Invalid Webhook Token")
+        channel = self.channels[hook.channel_id]
+        if "thread_id" in query:
+            thread = self.channels.get(_snowflake_param(query, "thread_id"))
+            if thread is None or thread.parent_id != channel.id:
+                raise unknown_channel()
+            channel = thread
+            if channel.archived and channel.locked:
+                raise ApiError(400, 160005, "Thread is locked")
+        content, embeds = _compose(payload, files)
+        username = payload.get("username")
+        if username is not None and (not isinstance(username, str) or not 1 <= len(username) <= 80):
+            raise form_error("username", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 80 in length.")
+        now = self.now()
+        msg = Message(id=self.ids.next(int(now * 1000)), channel_id=channel.id, author_id=hook.id,
+                      content=content, created=now, attachments=files, embeds=embeds,
+                      flags=int(payload.get("flags") or 0) & (1 << 2 | 1 << 12), webhook_id=hook.id,
+                      application_id=hook.application_id, username=username or hook.name)
+        self._store(channel, msg, payload.get("allowed_mentions"), perms.MENTION_EVERYONE)
+        if str(query.get("wait", "")).lower() not in ("true", "1"):
+            return None
+        return self.message_json(msg, MemberSpec("(webhook)", hook.id, bot=False))
+
+    def app_message(self, app: MemberSpec, user: MemberSpec, channel_id: int, payload: dict[str, Any],
+                    files: list[Attachment], command: str = "run") -> dict[str, Any]:
+        """APP's public answer to USER's slash command /COMMAND in a channel USER can post in:
+        authored by the app's bot user, with ``application_id``, ``webhook_id`` (the app's id:
+        interaction answers go through its webhook) and ``interaction_metadata``; type 20.
+        Neither the app's permissions nor its membership matter (a user-installed app answers
+        wherever the member may use apps)."""
+        channel, bits = self.channel(user, channel_id)
+        if not bits & perms.USE_APPLICATION_COMMANDS or not bits & perms.USE_EXTERNAL_APPS:
+            raise missing_permissions()
+        if channel.type == FORUM:
+            raise ApiError(400, 50008, "Cannot send messages in a non-text channel")
+        content, embeds = _compose(payload, files)
+        now = self.now()
+        interaction = {"id": str(self.ids.next(int(now * 1000))), "type": APPLICATION_COMMAND,
+                       "name": command, "user": self.user_json(user),
+                       "authorizing_integration_owners": {"1": str(user.id)}}
+        msg = Message(id=self.ids.next(int(now * 1000)), channel_id=channel.id, author_id=app.id,
+                      content=content, created=now, attachments=files, embeds=embeds,
+                      webhook_id=app.id, application_id=app.id, interaction=interaction)
+        self._store(channel, msg, payload.get("allowed_mentions"), 0)
+        return self.message_json(msg, user)
+
+    def _any_channel(self, channel_id: int) -> Channel:
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            raise unknown_channel()
+        return channel
 
     def _expire_nonces(self, now: float) -> None:
         window = self.config.nonce_window
@@ -395,7 +535,7 @@ class World:
         return {"type": 0, "channel_id": str(ref_channel.id), "message_id": str(target),
                 "guild_id": str(self.config.guild_id)}
 
-    def _apply_mentions(self, msg: Message, actor: MemberSpec, allowed: Any, bits: int) -> None:
+    def _apply_mentions(self, msg: Message, allowed: Any, bits: int) -> None:
         """Discord fills ``mentions`` only with the mentions that ``allowed_mentions`` lets ping."""
         users = [int(u) for u in _USER_MENTION.findall(msg.content) if int(u) in self.members]
         roles = [int(r) for r in _ROLE_MENTION.findall(msg.content)]
@@ -424,7 +564,7 @@ class World:
             if len(content) > MAX_CONTENT:
                 raise _too_long()
             msg.content = content
-            self._apply_mentions(msg, actor, payload.get("allowed_mentions"), bits)
+            self._apply_mentions(msg, payload.get("allowed_mentions"), bits)
         if "embeds" in payload:
             msg.embeds = list(payload["embeds"] or [])
         if "attachments" in payload or files:
@@ -566,7 +706,11 @@ class World:
         if not channel.is_thread:
             raise missing_permissions()  # MANAGE_CHANNELS: no emulated bot has it
         manager = bool(bits & perms.MANAGE_THREADS)
-        if not manager and (actor.id != channel.owner_id or "locked" in payload):
+        # anyone who may post may unarchive an unlocked thread; its creator may also archive
+        # and rename it; everything else (and locking) takes MANAGE_THREADS
+        reopen = (set(payload) <= {"archived"} and payload.get("archived") is False
+                  and not channel.locked and bool(bits & perms.SEND_MESSAGES))
+        if not manager and not reopen and (actor.id != channel.owner_id or "locked" in payload):
             raise missing_permissions()
         if channel.locked and channel.archived and not manager:
             raise missing_permissions()
@@ -650,6 +794,20 @@ class World:
     def me_json(self, bot: MemberSpec) -> dict[str, Any]:
         return self.user_json(bot) | {"verified": True, "mfa_enabled": False, "email": None,
                                       "locale": "en-US", "premium_type": 0, "bio": ""}
+
+
+def _compose(payload: dict[str, Any], files: list[Attachment]) -> tuple[str, list[dict[str, Any]]]:
+    """The content and embeds of a new message, checked as Discord checks them."""
+    content = payload.get("content")
+    content = "" if content is None else str(content)
+    if len(content) > MAX_CONTENT:
+        raise _too_long()
+    embeds = payload.get("embeds") or []
+    if not isinstance(embeds, list) or len(embeds) > 10:
+        raise form_error("embeds", "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
+    if not content.strip() and not embeds and not files and not payload.get("sticker_ids"):
+        raise ApiError(400, 50006, "Cannot send an empty message")
+    return content, embeds
 
 
 def _too_long() -> ApiError:
