@@ -135,26 +135,44 @@ async def run_checks(config: Config, client: DiscordClient) -> list[Check]:
     except (errors.DiscordConnectionError, errors.ServerError) as exc:
         return [Check("discord reachable", False, str(exc),
                       f"check the network and [discord] api_base ({client.api_base})")]
-    checks.append(Check("token", True, "accepted"))
-    user_id = int(me["id"])
+    except errors.UnknownRoute as exc:
+        checks.append(_unknown_route(client, exc))
+        me = {}
+    else:
+        checks.append(Check("token", True, "accepted"))
+    user_id = int(me.get("id") or 0)
     who = f"{me.get('username')} (id {user_id})"
-    checks.append(Check("bot user", bool(me.get("bot")), who if me.get("bot") else
-                        f"{who} is not a bot account",
-                        "" if me.get("bot") else "use a bot token (Developer Portal -> Bot), "
-                        "never a user's token"))
-    app = await client.application()
-    invite = invite_url(app.get("id", user_id))
-    intent = int(app.get("flags") or 0) & MESSAGE_CONTENT_FLAGS
-    checks.append(Check(
-        "message content intent", bool(intent),
-        "enabled" if intent else "disabled: Discord blanks other users' messages, so the bot "
-        "cannot read tasks", "" if intent else f"{PORTAL} -> your application -> Bot -> "
-        "Privileged Gateway Intents -> enable MESSAGE CONTENT INTENT, save"))
+    if me:
+        checks.append(Check("bot user", bool(me.get("bot")), who if me.get("bot") else
+                            f"{who} is not a bot account",
+                            "" if me.get("bot") else "use a bot token (Developer Portal -> "
+                            "Bot), never a user's token"))
+    try:
+        app = await client.application()
+    except errors.UnknownRoute as exc:
+        checks.append(_unknown_route(client, exc))
+        app = None
+    invite = invite_url(app.get("id", user_id) if app else user_id or "YOUR_APPLICATION_ID")
+    if app is not None:
+        intent = int(app.get("flags") or 0) & MESSAGE_CONTENT_FLAGS
+        checks.append(Check(
+            "message content intent", bool(intent),
+            "enabled" if intent else "disabled: Discord blanks other users' messages, so the "
+            "bot cannot read tasks", "" if intent else f"{PORTAL} -> your application -> Bot "
+            "-> Privileged Gateway Intents -> enable MESSAGE CONTENT INTENT, save"))
 
     guild_id = int(d.get("guild_id") or 0)
-    guilds = {int(g["id"]): g for g in await client.my_guilds()}
-    guild = guilds.get(guild_id)
-    if guild is None:
+    try:
+        guilds: dict[int, dict[str, Any]] | None = {
+            int(g["id"]): g for g in await client.my_guilds()}
+    except errors.UnknownRoute as exc:
+        checks.append(_unknown_route(client, exc))
+        guilds = None
+    guild = (guilds or {}).get(guild_id)
+    base: int | None
+    if guilds is None:
+        base = None  # unknown: the channels' permissions cannot be computed
+    elif guild is None:
         checks.append(Check("guild", False, f"the bot is not a member of guild {guild_id}",
                             f"invite it (as a server admin): {invite}; or fix [discord] guild_id"))
         base = 0
@@ -175,8 +193,18 @@ async def run_checks(config: Config, client: DiscordClient) -> list[Check]:
     return checks
 
 
+def _unknown_route(client: DiscordClient, exc: errors.DiscordHTTPError,
+                   name: str = "discord api") -> Check:
+    """A failed check for a route that answered 404 without a Discord code (a proxy, an API
+    change): the other checks go on."""
+    return Check(name, False, f"{exc.method} {exc.path} answered HTTP 404 without a Discord "
+                 "error code: no such route there",
+                 f"[discord] api_base ({client.api_base}) must point at Discord's API v10, or at "
+                 "a proxy that forwards every route dorch uses")
+
+
 async def _check_channel(client: DiscordClient, key: str, channel_id: int, needed: tuple[int, ...],
-                         base: int, guild_id: int, user_id: int, roles: list[int],
+                         base: int | None, guild_id: int, user_id: int, roles: list[int],
                          invite: str) -> list[Check]:
     label = f"[discord] {key}"
     if not channel_id:
@@ -185,6 +213,8 @@ async def _check_channel(client: DiscordClient, key: str, channel_id: int, neede
                       "-> Copy Channel ID)")]
     try:
         channel = await client.get_channel(channel_id)
+    except errors.UnknownRoute as exc:
+        return [_unknown_route(client, exc, label)]
     except errors.NotFound:
         return [Check(label, False, f"no channel {channel_id}",
                       f"copy the right id into [discord] {key} (Developer Mode -> Copy ID)")]
@@ -200,6 +230,8 @@ async def _check_channel(client: DiscordClient, key: str, channel_id: int, neede
         return [Check(label, False, f"{name} is not a text channel (type {channel.get('type')})",
                       "use a plain text channel (not a forum, voice or category)")]
     found = [Check(label, True, name)]
+    if base is None:
+        return found
     perms = channel_permissions(base, channel.get("permission_overwrites") or [],
                                 guild_id=guild_id, user_id=user_id, role_ids=roles)
     missing = [bit for bit in needed if not perms & bit]

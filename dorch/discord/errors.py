@@ -88,6 +88,21 @@ class NotFound(DiscordHTTPError):
             self.exit_code = EXIT_CONFIG
 
 
+class UnknownRoute(DiscordHTTPError):
+    """404 without a Discord error code (``{"message": "404: Not Found", "code": 0}``, or no JSON
+    at all): the route itself is unknown, not a message or channel. ``api_base`` points at
+    something that is not Discord's API v10 (a proxy that does not forward this route), or the
+    API changed. Restarting cannot help. Not a ``NotFound``: "already deleted" must not hide it."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.args = (f"{self.method} {self.path}: HTTP 404 without a Discord error code: no such "
+                     "route. [discord] api_base must point at Discord's API v10 (or a proxy that "
+                     "forwards every route)",)
+
+
 class RateLimited(DiscordHTTPError):
     """429 that the client did not wait out: its tries ran out, or the wait (``retry_after``
     seconds) is longer than the client's ``max_wait``. ``scope``: user, global or shared."""
@@ -157,7 +172,7 @@ def from_response(status: int, body: Any, *, method: str = "", path: str = "",
     elif status == 403:
         cls = Forbidden
     elif status == 404:
-        cls = NotFound
+        cls = NotFound if code else UnknownRoute
     elif status >= 500:
         cls = ServerError
     else:

@@ -16,6 +16,7 @@ from dorch.discord import doctor
 from dorch.discord.doctor import Check, channel_permissions, diagnose
 from dorch.discord.emulator import Emulator
 from tests.discord.emulator_api import MakeEmulator
+from tests.support.route_proxy import RouteProxy
 
 
 def discord_config(emu: Emulator) -> dict[str, Any]:
@@ -144,3 +145,28 @@ def test_the_command_passes_and_a_bad_token_exits_78(emulator: Emulator, tmp_pat
     assert bad.returncode == 78
     assert "dorch token set discord-token" in bad.stdout
     assert "revoked-token-value" not in bad.stdout + bad.stderr
+
+
+def test_an_unknown_route_is_named_and_every_other_check_still_runs(emulator: Emulator,
+                                                                    tmp_path: Path) -> None:
+    # a proxy that does not forward GET /applications/@me: today one error line and no checks
+    with RouteProxy(emulator.url, {("GET", "/applications/@me")}) as proxy:
+        cfg = discord_config(emulator)
+        cfg["discord"]["api_base"] = proxy.url + "/api/v10"
+        path = tmp_path / "config.toml"
+        path.write_text("\n".join(
+            line for section, values in cfg.items()
+            for line in [f"[{section}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]))
+        env = {**os.environ, "DORCH_SECRET_DISCORD_TOKEN": emulator.config.bot("worker-1").token,
+               "DORCH_DATA_DIR": str(tmp_path / "data"), "DORCH_CONFIG_DIR": str(tmp_path)}
+        done = subprocess.run([sys.executable, "-m", "dorch", "doctor", "--config", str(path),
+                               "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1, done.stderr
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    assert not checks["discord api"]["ok"]
+    assert "GET /applications/@me" in checks["discord api"]["detail"]
+    assert "api_base" in checks["discord api"]["fix"]
+    assert [n for n, c in checks.items() if c["ok"]] == [
+        "token", "bot user", "guild", "[discord] task_channel", "permissions in #task-queue",
+        "[discord] results_channel", "permissions in #results", "[discord] pool_channel",
+        "permissions in #worker-pool"]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.discord_bus.conftest import World, eventually
+from tests.support.route_proxy import RouteProxy
 
 
 def _sha(text: str) -> str:
@@ -57,3 +58,15 @@ def test_an_answer_over_the_cap_is_a_clear_failure_never_a_cut_answer(world: Wor
     assert "y" * 100 not in done.stdout
     (summary,) = world.summaries()
     assert summary.startswith("❌ **failed**")
+
+
+def test_an_unknown_route_stops_the_worker_with_78_naming_it(world: World) -> None:
+    # a proxy that does not forward the queue's listing: today exit 75 every minute for ever
+    queue = world.channel("task-queue")
+    with RouteProxy(world.emu.url, {("GET", f"/channels/{queue}/messages")}) as proxy:
+        world.configure(discord={"api_base": proxy.url + "/api/v10"})
+        fleet = world.fleet(1)
+        eventually(lambda: fleet.exits, 60, "the worker to exit")
+    assert fleet.exits[0][1] == 78, fleet.logs()
+    assert f"GET /channels/{queue}/messages" in fleet.logs()
+    assert "no such route" in fleet.logs() and "api_base" in fleet.logs()

@@ -244,6 +244,9 @@ class DiscordBus:
                 "Messages, Add Reactions, Create Public Threads, Send Messages in Threads, "
                 "Manage Messages and Manage Threads there; `dorch doctor` shows what is missing"
             ) from None
+        except errors.UnknownRoute as exc:
+            raise BusConfigError(
+                f"{doing}: {exc}; it is now {self.client.api_base}") from None
         except errors.NotFound as exc:
             if exc.code in (errors.UNKNOWN_CHANNEL, errors.UNKNOWN_GUILD):
                 raise BusConfigError(
