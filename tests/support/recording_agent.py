@@ -1,15 +1,17 @@
 """A stand-in agent CLI for worker tests: records every execution, then answers.
 
 usage: recording_agent.py LOG
-Reads the prompt on stdin and appends one JSON line {prompt, pid, attempt_marker} to LOG (O_APPEND,
-so concurrent agents never interleave). Prompts steer it:
+Reads the prompt on stdin and appends one JSON line {prompt, sha256 (of the bytes read), pid} to
+LOG (O_APPEND, so concurrent agents never interleave). Prompts steer it:
   SLOW       write LOG.started (our pid), then work for a long time (until killed)
   HANG-ONCE  like SLOW the first time (marker LOG.hung), answer at once afterwards
   FAIL       print to stderr and exit 3
   WORK=<s>   work S seconds before answering
+  ANSWER_BYTES=<n>  answer about N bytes of numbered UTF-8 lines, also written to LOG.answer
 otherwise print "done: <prompt>".
 """
 
+import hashlib
 import json
 import os
 import re
@@ -17,8 +19,10 @@ import sys
 import time
 
 log = sys.argv[1]
-prompt = sys.stdin.read()
-record = json.dumps({"prompt": prompt, "pid": os.getpid()}) + "\n"
+raw = sys.stdin.buffer.read()
+prompt = raw.decode("utf-8", "surrogateescape")
+record = json.dumps({"prompt": prompt, "sha256": hashlib.sha256(raw).hexdigest(),
+                     "pid": os.getpid()}) + "\n"
 fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 os.write(fd, record.encode())
 os.close(fd)
@@ -44,4 +48,16 @@ if work:
 if "FAIL" in prompt:
     print("agent exploded on purpose", file=sys.stderr)
     sys.exit(3)
+big = re.search(r"ANSWER_BYTES=(\d+)", prompt)
+if big:
+    lines, size, n = [], 0, 0
+    while size < int(big.group(1)):
+        line = f"{n:07d} · ünïcödé answer line, `a[i:j]` <@123> @everyone\n".encode()
+        lines.append(line)
+        size, n = size + len(line), n + 1
+    answer = b"".join(lines)
+    with open(log + ".answer", "wb") as f:
+        f.write(answer)
+    sys.stdout.buffer.write(answer)
+    sys.exit(0)
 print(f"done: {prompt}")
