@@ -9,7 +9,10 @@ last ``global_per`` seconds (Discord's 50/s, enforced before sending instead of 
 429s). Answers update the bucket: the lower ``remaining`` and the later reset win, so responses
 arriving out of order never loosen a limit. A 429 empties the bucket until ``retry_after``
 (hidden sub-limits answer 429 while ``Remaining`` > 0; their ``retry_after`` may end before the
-window does, and then the bucket reopens as a fresh window).
+window does, and then the bucket goes on with what is known of its window: a 429 never makes it
+forget the window, and a shared-scope 429, which Discord does not count, gives its request back).
+When a window is over and no answer has told the next one's end yet (say the response was lost),
+the bucket is assumed closed for at most the window's length as last learned, never longer.
 
 The state lives in a ``SharedState`` file per token, so several workers sharing one bot token
 on a host keep to one budget. Times are wall-clock (``time.time``) so they mean the same in
@@ -36,12 +39,14 @@ PROVISIONAL_TTL = 10.0  # s a first request may hold an unknown bucket before an
 POLL = 0.05  # s between looks at a bucket whose reset is not known yet
 GLOBAL_MARGIN = 0.05  # s added to the global window: send and arrival times differ a little
 MAX_RESET = 24 * 3600.0
-_LIMIT, _REMAINING, _RESET, _STATE, _SINCE, _PENDING = range(6)
+_LIMIT, _REMAINING, _RESET, _STATE, _SINCE, _PENDING, _WINDOW, _BLOCKED = range(8)
 # _STATE: the bucket's window is known (from headers), the bucket is unknown (provisional, one
 # request at a time), or a fresh window began whose end no answer has told yet.
 # _SINCE: when the bucket's current window began here; an answer whose reset comes before it
 # belongs to an earlier window (a late answer) and teaches nothing. _PENDING: times of the
 # reservations not answered yet (a request reserved late in one window may arrive in the next).
+# _WINDOW: the longest reset_after learned (the window's length; 0: not known). _BLOCKED: no
+# request before this time (a 429's retry_after), whatever the window says.
 KNOWN, PROVISIONAL, FRESH = 0, 1, 2
 
 
@@ -85,7 +90,7 @@ class RateLimitInfo:
 
 def _valid(b: object, now: float) -> TypeGuard[list[Any]]:
     """B is a bucket as this version writes them, with a believable reset time."""
-    return (isinstance(b, list) and len(b) == 6 and isinstance(b[_PENDING], list)
+    return (isinstance(b, list) and len(b) == 8 and isinstance(b[_PENDING], list)
             and now - MAX_RESET < b[_RESET] < now + MAX_RESET)
 
 
@@ -147,8 +152,10 @@ class RateLimiter:
         key = self._key(doc, route, major)
         b = buckets.get(key)
         if not _valid(b, now):
-            b = buckets[key] = [1, 1, now + PROVISIONAL_TTL, PROVISIONAL, now, []]
+            b = buckets[key] = [1, 1, now + PROVISIONAL_TTL, PROVISIONAL, now, [], 0.0, 0.0]
         pending = self._pending(b, now)
+        if b[_BLOCKED] > now:
+            return b[_BLOCKED] - now
         if b[_RESET] <= now:  # the window is over: a fresh one, whose end is not known yet
             if b[_STATE] == PROVISIONAL:
                 b[_LIMIT] = 1
@@ -156,7 +163,8 @@ class RateLimiter:
                 b[_STATE] = FRESH
             # requests still in flight may yet land in the new window: count them in it
             b[_REMAINING] = max(0, b[_LIMIT] - len(pending))
-            b[_RESET] = now + PROVISIONAL_TTL  # until an answer tells the real end
+            # until an answer tells the real end: at most one window as last learned
+            b[_RESET] = now + min(b[_WINDOW] or PROVISIONAL_TTL, PROVISIONAL_TTL)
             b[_SINCE] = now
         if b[_REMAINING] < 1:
             left = b[_RESET] - now
@@ -203,14 +211,18 @@ class RateLimiter:
                 assert info.limit is not None and info.remaining is not None
                 assert info.reset_after is not None
                 reset = now + info.reset_after
+                window = max(b[_WINDOW] if b is not None else 0.0, info.reset_after)
                 if b is None or b[_STATE] == PROVISIONAL or b[_RESET] <= now:
                     pending = self._pending(b, now) if b is not None and b[_STATE] != PROVISIONAL else []
                     remaining = min(info.remaining, info.limit - len(pending))
-                    b = buckets[key] = [info.limit, max(0, remaining), reset, KNOWN, now, pending]
+                    blocked = b[_BLOCKED] if b is not None else 0.0
+                    b = buckets[key] = [info.limit, max(0, remaining), reset, KNOWN, now, pending,
+                                        window, blocked]
                 elif reset <= b[_SINCE]:
                     pass  # a late answer from before this window
                 else:
                     b[_LIMIT] = info.limit
+                    b[_WINDOW] = window
                     b[_REMAINING] = min(b[_REMAINING], info.remaining)
                     b[_RESET] = reset if b[_STATE] == FRESH else max(b[_RESET], reset)
                     b[_STATE] = KNOWN
@@ -221,11 +233,17 @@ class RateLimiter:
                     info.reset_after if info else None)
                 wait = 1.0 if learned is None else learned
                 if b is None:
-                    b = buckets[key] = [1, 0, now + wait, KNOWN, now, []]
-                # retry_after rules, even before the window's end: a hidden sub-limit is shorter
-                b[_REMAINING] = 0
-                b[_RESET] = now + wait
-                b[_STATE] = KNOWN
+                    b = buckets[key] = [1, 0, now + wait, KNOWN, now, [], 0.0, 0.0]
+                # retry_after rules, even before the window's end (a hidden sub-limit is
+                # shorter); what is known of the window stays (it is not a new one after it)
+                b[_BLOCKED] = max(b[_BLOCKED], now + wait)
+                if info is not None and info.scope == "shared":
+                    b[_REMAINING] = min(b[_LIMIT], b[_REMAINING] + 1)  # not counted by Discord
+                elif b[_STATE] != KNOWN or info is None or info.remaining is None:
+                    b[_REMAINING] = 0  # nothing known of the window: none left in it
+                if b[_RESET] < now + wait:
+                    b[_RESET] = now + wait
+                    b[_STATE] = KNOWN
 
     async def acquire(self, route: str, major: str, *, max_wait: float,
                       method: str = "", path: str = "") -> float:

@@ -110,6 +110,44 @@ def test_429_with_remaining_left_blocks_until_retry_after() -> None:
     assert rl.try_acquire(ROUTE, "1") == 0
 
 
+def test_a_lost_response_closes_a_bucket_no_longer_than_its_real_window() -> None:
+    """The issue's case: after one lost response (reactions: 1 per 0.25 s) every process of
+    the bot waited the provisional 10 s before it could react again."""
+    clock = Clock()
+    rl = limiter(clock)
+    react = "PUT /reactions/@me"
+    assert rl.try_acquire(react, "1") == 0
+    rl.update(react, "1", info(1, 0, 0.25, bucket="react"))
+    clock.now += 0.25  # the window is over: a fresh one, whose end no answer told yet
+    assert rl.try_acquire(react, "1") == 0
+    rl.update(react, "1", None)  # its response was lost: it may have counted
+    assert rl.try_acquire(react, "1") > 0
+    clock.now += 0.25  # at most the real window later, the bucket is open again
+    assert rl.try_acquire(react, "1") == 0
+
+
+def test_a_shared_429_keeps_what_is_known_of_the_window() -> None:
+    """The issue's case: a shared 429 made the bucket reopen as a fresh window after its
+    retry_after, forgetting the real one, and a real 429 followed."""
+    clock = Clock()
+    rl = limiter(clock)
+    assert rl.try_acquire(ROUTE, "1") == 0
+    rl.update(ROUTE, "1", info(5, 4, 5.0))
+    for left in (3, 2):
+        assert rl.try_acquire(ROUTE, "1") == 0
+        rl.update(ROUTE, "1", info(5, left, 5.0))
+    assert rl.try_acquire(ROUTE, "1") == 0
+    rl.update(ROUTE, "1", RateLimitInfo(scope="shared"), status=429, retry_after=1.0)
+    assert rl.try_acquire(ROUTE, "1") == pytest.approx(1.0)
+    clock.now += 1.0
+    # the real window (4 s left) still has 2 requests: a shared 429 did not count
+    assert rl.try_acquire(ROUTE, "1") == 0
+    assert rl.try_acquire(ROUTE, "1") == 0
+    assert rl.try_acquire(ROUTE, "1") == pytest.approx(4.0)
+    clock.now += 4.0
+    assert rl.try_acquire(ROUTE, "1") == 0  # the next real window
+
+
 def test_global_429_blocks_every_route_of_the_token() -> None:
     clock = Clock()
     rl = limiter(clock)
