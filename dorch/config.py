@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "kind": Key(str, "", env="DORCH_EXECUTOR", choices=("", "openclaw", "command", "echo"),
                     help="agent runner (default: openclaw when found, else an error)"),
         "pass_env": Key(list, [], help="extra environment variable names given to the agent, "
-                        "e.g. ANTHROPIC_API_KEY (never DORCH_* or *TOKEN*)"),
+                        "e.g. LANG (never DORCH_* or *TOKEN*: declare secrets in `secrets`)"),
+        "secrets": Key(list, [], help="secrets given to the agent's environment under these "
+                       "names, e.g. ANTHROPIC_API_KEY; each stored with `dorch token set NAME`"),
     },
     "executor.echo": {
         "delay": Key(float, 0.0, help="seconds each echo task takes (simulated work, demo)"),
@@ -322,6 +325,7 @@ def _check_relations(cfg: Config, where: str) -> None:
             f"{where}: [worker] heartbeat_seconds ({w['heartbeat_seconds']}) must be less than "
             f"lease_seconds ({w['lease_seconds']}), or leases expire between heartbeats"
         )
+    _check_agent_secrets(cfg, where)
     if cfg.bus_kind == "discord":
         for key in ("guild_id", "task_channel", "results_channel", "pool_channel"):
             if not cfg.discord[key]:
@@ -335,3 +339,33 @@ def _check_relations(cfg: Config, where: str) -> None:
                     f"{where}: [discord] {a} and {b} are the same channel; dorch needs three "
                     "channels (#task-queue, #results, #worker-pool)"
                 )
+
+
+_ENV_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
+
+
+def _check_agent_secrets(cfg: Config, where: str) -> None:
+    """[executor] secrets: environment variable names, never the bot token's credential."""
+    from dorch.process import forbidden_env_name
+
+    names = cfg.values["executor"]["secrets"]
+    bot = str(cfg.discord["token"])
+    for name in names:
+        label = f"{where}: [executor] secrets: {name!r}"
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise ConfigError(f"{label}: expected an environment variable name (letters, digits "
+                              "and '_', starting with a letter), e.g. ANTHROPIC_API_KEY")
+        # the same $DORCH_SECRET_<NAME> and credential lookups: discord-token = DISCORD_TOKEN
+        if _canonical(name) in (_canonical(bot), _canonical("discord-token")):
+            raise ConfigError(f"{label}: the Discord bot token is never given to an agent (it "
+                              "could post tasks to every worker) and this is the name of its credential "
+                              "([discord] token). Declare only the agent's own secrets")
+        if forbidden_env_name(name, secret=True):
+            raise ConfigError(f"{label}: this variable belongs to dorch or systemd and never "
+                              "reaches an agent; pick another name")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: [executor] secrets: a name is listed twice")
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", name).upper()

@@ -42,10 +42,11 @@ ALLOWED_ENV = frozenset({
 ALLOWED_ENV_PREFIXES = ("LC_",)
 
 # Never passed, even when asked for: dorch's own settings and secrets (DORCH_*, including
-# DORCH_SECRET_*), anything named like a token, and systemd's per-unit channels (credentials,
-# sd_notify socket, watchdog, socket activation), which belong to the worker, not its agent.
+# DORCH_SECRET_*), and systemd's per-unit channels (credentials, sd_notify socket, watchdog,
+# socket activation), which belong to the worker, not its agent. Names like a token are passed
+# only as declared secrets ([executor] secrets), never copied from the worker's environment.
 _FORBIDDEN = re.compile(
-    r"^(DORCH_.*|.*TOKEN.*|CREDENTIALS_DIRECTORY|NOTIFY_SOCKET|WATCHDOG_.*|LISTEN_(FDS|PID|FDNAMES))$",
+    r"^(DORCH_.*|CREDENTIALS_DIRECTORY|NOTIFY_SOCKET|WATCHDOG_.*|LISTEN_(FDS|PID|FDNAMES))$",
     re.IGNORECASE,
 )
 
@@ -54,22 +55,26 @@ class EnvError(ValueError):
     """A variable that must never reach an agent was asked for (pass_env or extra)."""
 
 
-def forbidden_env_name(name: str) -> bool:
-    """True for names that never reach a child (see ``_FORBIDDEN``)."""
-    return bool(_FORBIDDEN.match(name))
+def forbidden_env_name(name: str, secret: bool = False) -> bool:
+    """True for names that never reach a child (see ``_FORBIDDEN``), and for names containing
+    TOKEN unless SECRET (a declared agent secret, whose value dorch looked up itself)."""
+    return bool(_FORBIDDEN.match(name)) or (not secret and "TOKEN" in name.upper())
 
 
 def scrubbed_env(
     extra: Mapping[str, str] = {},
     pass_env: Iterable[str] = (),
+    secrets: Mapping[str, str] = {},
 ) -> dict[str, str]:
-    """The child's environment: the allow-list, plus ``pass_env`` names, plus ``extra``.
+    """The child's environment: the allow-list, plus ``pass_env`` names, ``extra``, ``secrets``.
 
     Asking for a forbidden name (a token, DORCH_*, systemd's channels) in ``pass_env`` or
     ``extra`` raises EnvError rather than silently dropping it, so a misconfiguration is seen.
-    Names in ``pass_env`` that are not set in the parent's environment are skipped.
+    Names in ``pass_env`` that are not set in the parent's environment are skipped. ``secrets``
+    are the agent's declared secrets ([executor] secrets): token-like names pass there.
     """
-    bad = sorted({n for n in (*pass_env, *extra) if forbidden_env_name(n)})
+    bad = sorted({n for n in (*pass_env, *extra) if forbidden_env_name(n)}
+                 | {n for n in secrets if forbidden_env_name(n, secret=True)})
     if bad:
         raise EnvError(
             "refusing to pass " + ", ".join(bad) + " to the agent: dorch never gives a child "
@@ -86,6 +91,7 @@ def scrubbed_env(
             env[name] = os.environ[name]
     env.setdefault("PATH", os.defpath)
     env.update(extra)
+    env.update(secrets)
     return env
 
 

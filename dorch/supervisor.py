@@ -124,6 +124,9 @@ async def supervise(
     workers: int, config_path: str | None, pidfile: Path, stop_timeout: float
 ) -> int:
     """``dorch up`` in the foreground: write the pidfile, handle signals, run."""
+    from dorch.sandbox import harden_process
+
+    harden_process()   # its /proc entries (environment, memory) stay unreadable to agents
     sup = Supervisor(workers, config_path, stop_timeout=stop_timeout)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

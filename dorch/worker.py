@@ -65,6 +65,7 @@ class Worker:
         self.workspace_root = Path(root).expanduser() if root else self.state_dir / "workspaces"
         self._stop = asyncio.Event()
         self._host = socket.gethostname()
+        self.agent_secrets: dict[str, str] = {}  # [executor] secrets, for the agent's env only
         self._pacer = PollPacer(paths.data_dir(), _queue_key(config))
 
     def request_stop(self) -> None:
@@ -151,6 +152,7 @@ class Worker:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _handle(self, claim: Claim) -> None:
+        from dorch.redact import redact_result
         from dorch.workspace import new_workspace, prune, write_result
 
         task = claim.task
@@ -165,9 +167,12 @@ class Worker:
             workspace=workspace,
             timeout=w["task_timeout"],
             state_dir=self.state_dir,
+            secrets=self.agent_secrets,
         )
         outcome = await self._supervise(claim, request)
-        result = outcome.result
+        # Everything below (the bus: Discord posts, the local queue, the outbox; RESULT.md; logs)
+        # sees the agent's output with every secret dorch knows replaced by [redacted].
+        result = redact_result(outcome.result)
         if outcome.reason == "stopped":
             await self.bus.release(claim)
             log.info("task %s handed back (worker stopping)", task.id)
@@ -257,11 +262,15 @@ class Worker:
 
 
 async def _main(config: Config, instance: str) -> int:
+    from dorch import agent_secrets
+
     wid = worker_id(config, instance)
+    secrets = agent_secrets.load(config)  # a missing one: exit 78 before any task is claimed
     bus = open_bus(config)
     try:
         executor = make_executor(config)
         worker = Worker(config, bus, executor, wid)
+        worker.agent_secrets = secrets
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.request_stop)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import typer
 
@@ -27,6 +28,16 @@ def _token(name: str) -> str:
     return lookup_secret(name)
 
 
+def _isolation(cfg: Any) -> str:
+    """How this host's workers will isolate their agents ([executor] isolation)."""
+    from dorch.sandbox import SandboxError, from_config
+
+    try:
+        return from_config(cfg).describe()
+    except SandboxError as exc:
+        return f"none: the workers will not start: {exc}"
+
+
 @app.command()
 @handles_errors
 def doctor(config: ConfigOption = None, json_out: JsonOption = False) -> None:
@@ -37,12 +48,16 @@ def doctor(config: ConfigOption = None, json_out: JsonOption = False) -> None:
     from dorch.discord.errors import DiscordError
 
     cfg = load_config(config)
+    isolation = _isolation(cfg)
     if cfg.bus_kind != "discord":
         if json_out:
-            print_json({"bus": cfg.bus_kind, "ok": True, "checks": []})
+            print_json({"bus": cfg.bus_kind, "ok": True, "checks": [], "isolation": isolation})
         else:
+            typer.echo(f"agent isolation: {isolation}")
             typer.echo(f"bus: {cfg.bus_kind} (no Discord to check; set [bus] kind = \"discord\")")
         return
+    if not json_out:
+        typer.echo(f"agent isolation: {isolation}")
     token = _token(str(cfg.discord["token"]))
     try:
         checks = asyncio.run(diagnose(cfg, token))
@@ -50,7 +65,8 @@ def doctor(config: ConfigOption = None, json_out: JsonOption = False) -> None:
         fail(str(exc), int(getattr(exc, "exit_code", EXIT_TEMPFAIL)))
     ok = all(c.ok for c in checks)
     if json_out:
-        print_json({"bus": "discord", "ok": ok, "checks": [c.as_dict() for c in checks]})
+        print_json({"bus": "discord", "ok": ok, "checks": [c.as_dict() for c in checks],
+                    "isolation": isolation})
     else:
         width = max(len(c.name) for c in checks)
         for c in checks:

@@ -26,6 +26,9 @@ class ExecRequest:
     timeout: float           # seconds; 0 = none
     state_dir: Path          # the worker's state dir (e.g. OPENCLAW_HOME lives under it)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # [executor] secrets, looked up once at the worker's start: only the agent's environment
+    # gets them (under their names), never a log line, argv or repr
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class Executor(Protocol):

@@ -242,7 +242,8 @@ class CommandExecutor:
             prompt_file = captures / PROMPT_FILE
             prompt_file.write_bytes(prompt)
         try:
-            env = scrubbed_env(extra=request.extra_env, pass_env=self.pass_env)
+            env = scrubbed_env(extra=request.extra_env, pass_env=self.pass_env,
+                               secrets=request.secrets)
         except EnvError as exc:
             return Result(State.FAILED, error=str(exc))
         argv = self.argv(request, prompt_file)

@@ -134,7 +134,8 @@ class OpenClawExecutor:
         return argv
 
     def env(self, request: ExecRequest, home: Path) -> dict[str, str]:
-        env = scrubbed_env(extra=request.extra_env, pass_env=self.pass_env)
+        env = scrubbed_env(extra=request.extra_env, pass_env=self.pass_env,
+                           secrets=request.secrets)
         if self.node_dir:
             env["PATH"] = self.node_dir + os.pathsep + env.get("PATH", os.defpath)
         env.update(FIXED_ENV)

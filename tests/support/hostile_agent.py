@@ -2,7 +2,8 @@
 what happened, as JSON, in its answer (stdout) and in ``hostile.json`` in its working directory
 (rewritten after every attack, so a report survives an agent killed half-way).
 
-Usage: hostile_agent.py ATTACK[,ATTACK...] [name=value ...]   (the prompt on stdin is ignored)
+Usage: hostile_agent.py [ATTACK[,ATTACK...] [name=value ...]]; the words of the prompt (stdin)
+are appended to these arguments, so one configured agent can run different attacks per task.
 
 Standard library only (it also runs with a system python3 in the systemd system test).
 Each attack's entry has ``escaped``: true when the attack WORKED (bad for dorch), plus details.
@@ -289,13 +290,13 @@ def writable(path: str) -> bool:
 
 
 def main() -> int:
-    attacks = sys.argv[1].split(",")
-    options = dict(arg.split("=", 1) for arg in sys.argv[2:])
+    words = sys.argv[1:] + sys.stdin.read().split()
+    attacks = ",".join(w for w in words if "=" not in w).split(",")
+    options = dict(w.split("=", 1) for w in words if "=" in w)
     agent = Agent(options)
-    sys.stdin.read()
     agent.save()
     for attack in attacks:
-        if attack == "print":
+        if attack in ("print", ""):
             continue
         method = getattr(agent, "walk_attack" if attack == "walk" else attack, None)
         if method is None:

@@ -1,0 +1,129 @@
+"""The agent's parent when no sandbox is available ([executor] isolation = "none").
+
+Run as ``python -I -S reaper.py ARGV...`` (standard library only, nothing imported from dorch).
+It makes itself non-dumpable (the agent cannot read its /proc entries), a child subreaper (every
+process the agent leaves behind, even after setsid(), becomes its child), then runs the agent
+with no capabilities, no new privileges and PR_SET_PDEATHSIG=SIGKILL. When the agent exits, or
+the worker dies (even by kill -9: the reaper gets SIGUSR1 then), it kills everything left and
+exits with the agent's status. This is best effort: the agent runs as the same user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import time
+
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP = 1, 4, 24
+PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 38, 36
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option: int, value: int) -> int:
+    return int(_libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0))
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below PID (from /proc/PID/task/*/children), parents first."""
+    out: list[int] = []
+    todo = [pid]
+    while todo and len(out) < 100_000:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                continue
+            out.extend(kids)
+            todo.extend(kids)
+    return out
+
+
+def kill_all() -> None:
+    """SIGKILL every descendant until none is left (a fork bomb races us: bounded rounds)."""
+    for _ in range(200):
+        left = descendants(os.getpid())
+        if not left:
+            return
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        reap()
+        time.sleep(0.005)
+
+
+def reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def in_child() -> None:
+    """Before exec: die with the reaper, no capabilities (root too), no setuid gains."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    for cap in range(64):
+        if prctl(PR_CAPBSET_DROP, cap) != 0 and ctypes.get_errno() == 22:   # EINVAL: no more
+            break
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def main(argv: list[str]) -> int:
+    prctl(PR_SET_DUMPABLE, 0)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    parent = os.getppid()
+
+    def worker_gone(signum: int, frame: object) -> None:
+        kill_all()
+        os._exit(137)
+
+    signal.signal(signal.SIGUSR1, worker_gone)
+    prctl(PR_SET_PDEATHSIG, signal.SIGUSR1)
+    if os.getppid() != parent:   # the worker died before PDEATHSIG was set
+        return 137
+    # The worker signals the whole group (us and the agent): the agent decides what SIGTERM
+    # means; we stay to clean up after it.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        print(f"dorch: cannot start the agent: {exc}", file=sys.stderr)
+        return 126
+    if pid == 0:
+        try:
+            in_child()
+            os.execvp(argv[0], argv)
+        except OSError as exc:
+            print(f"dorch: cannot start {argv[0]!r}: {exc.strerror}", file=sys.stderr)
+        os._exit(127)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    kill_all()
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        return 128 + sig
+    return os.WEXITSTATUS(status)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
