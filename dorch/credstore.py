@@ -26,6 +26,7 @@ MIN_SYSTEMD = 250
 UNIT_DIR = Path("/etc/systemd/system")
 TEMPLATE_CREDENTIAL = "discord-token"  # what systemd/dorch-worker@.service loads by itself
 _TIMEOUT = 60.0
+_AGENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -47,15 +48,26 @@ class Layout:
         return f"dorch-worker@{self.instance or ''}.service"
 
     @property
+    def agent(self) -> bool:
+        """An agent's secret ([executor] secrets: an environment variable name), not a bot token."""
+        return bool(_AGENT_NAME.fullmatch(self.name)) and self.name != TEMPLATE_CREDENTIAL
+
+    @property
     def dropin_path(self) -> Path:
-        return self.unit_dir / f"{self.unit}.d" / f"{self.name}.conf"
+        # Drop-ins apply in file-name order across the template's and the instance's directory:
+        # an agent secret's comes after those that reset the list (discord-token.conf, the
+        # role's credential.conf), which would otherwise drop it.
+        name = f"zz-agent-{self.name}.conf" if self.agent else f"{self.name}.conf"
+        return self.unit_dir / f"{self.unit}.d" / name
 
     def dropin(self) -> str:
         """The drop-in that loads this credential; the worker reads $CREDENTIALS_DIRECTORY/NAME."""
+        use = (f"gives it to its agent as ${self.name} ([executor] secrets)" if self.agent
+               else "reads the token from it")
         lines = [f"# {self.dropin_path}, from `dorch token set {self.name} --systemd`.",
-                 f"# {self.unit} reads the token from $CREDENTIALS_DIRECTORY/{self.name}.",
+                 f"# {self.unit} loads $CREDENTIALS_DIRECTORY/{self.name} and {use}.",
                  "[Service]"]
-        if self.instance or self.name == TEMPLATE_CREDENTIAL:
+        if not self.agent and (self.instance or self.name == TEMPLATE_CREDENTIAL):
             # Replace the template's own discord-token entry instead of adding a second one for
             # the same id (an empty assignment resets the list; the Ansible role does the same).
             lines.append("LoadCredentialEncrypted=")

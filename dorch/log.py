@@ -1,7 +1,7 @@
 """Logging: one line per event on stderr (journald-friendly), and secrets never printed.
 
-Any value passed to ``register_secret`` is replaced by ``***`` in every log line, wherever it
-appears (message, arguments or exception text).
+Any value passed to ``register_secret`` is replaced by ``[redacted]`` in every log line, wherever
+it appears (message, arguments or exception text): see ``dorch.redact``.
 """
 
 from __future__ import annotations
@@ -10,20 +10,10 @@ import logging
 import os
 import sys
 
-_secrets: set[str] = set()
+from dorch.redact import redact
+from dorch.redact import register as register_secret
 
-
-def register_secret(value: str) -> None:
-    """Hide VALUE from every log line from now on (tokens, passwords)."""
-    if value and len(value) >= 4:
-        _secrets.add(value)
-
-
-def redact(text: str) -> str:
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+__all__ = ["redact", "register_secret", "setup"]
 
 
 class _RedactingFormatter(logging.Formatter):

@@ -86,9 +86,11 @@ def lookup_secret(name: str) -> str:
     raise SecretNotFound(not_found_message(name, places))
 
 
-def find_secret(name: str) -> tuple[str, str] | None:
-    """``(source, value)`` from the first place that has NAME, or None. Sources: see ``CREDENTIALS``."""
-    for place in _places(check_name(name)):
+def find_secret(name: str, warn: bool = True, keyring: bool = True) -> tuple[str, str] | None:
+    """``(source, value)`` from the first place that has NAME, or None. Sources: see ``CREDENTIALS``.
+
+    WARN: log the warning about the environment; KEYRING: also look there (it costs a second)."""
+    for place in _places(check_name(name), warn, keyring):
         if place.value is not None:
             return place.source, place.value
     return None
@@ -110,9 +112,10 @@ def not_found_message(name: str, places: list[Place]) -> str:
     return "\n".join(lines)
 
 
-def _places(name: str, warn: bool = True) -> Iterator[Place]:
+def _places(name: str, warn: bool = True, keyring: bool = True) -> Iterator[Place]:
     yield _from_credentials(name)
-    yield _from_keyring(name)
+    if keyring:
+        yield _from_keyring(name)
     yield _from_environment(name, warn)
 
 

@@ -1,4 +1,7 @@
-"""``dorch token set|get|delete``: secrets (bot tokens) in the keyring or as systemd credentials.
+"""``dorch token set|get|delete``: secrets in the keyring or as systemd credentials.
+
+Two kinds: the bot token (``[discord] token``, default ``discord-token``) and the agent's own
+secrets (``[executor] secrets``, environment variable names such as ``ANTHROPIC_API_KEY``).
 
 A token is never taken from the command line (``ps`` and shell history would keep it): it is
 typed at a prompt that does not echo, or piped on stdin.
@@ -17,15 +20,16 @@ from dorch.credstore import UNIT_DIR, Layout
 from dorch.secrets import CREDSTORE, KeyringUnavailable
 
 token_app = typer.Typer(
-    help="Store, check and remove secrets (bot tokens): the keyring on desktops, encrypted "
-    "systemd credentials on servers. Lookup order: $CREDENTIALS_DIRECTORY/NAME, the keyring "
-    "(service \"dorch\"), $DORCH_SECRET_<NAME>.",
+    help="Store, check and remove secrets (the bot token, the agent's [executor] secrets): the "
+    "keyring on desktops, encrypted systemd credentials on servers. Lookup order: "
+    "$CREDENTIALS_DIRECTORY/NAME, the keyring (service \"dorch\"), $DORCH_SECRET_<NAME>.",
     no_args_is_help=True,
 )
 app.add_typer(token_app, name="token")
 
-NameArg = Annotated[str, typer.Argument(help="Secret name, e.g. discord-token ([discord] token).",
-                                        show_default=False)]
+NameArg = Annotated[str, typer.Argument(
+    help="Secret name: discord-token ([discord] token), or an agent's secret named like its "
+    "environment variable, e.g. ANTHROPIC_API_KEY ([executor] secrets).", show_default=False)]
 SystemdOption = Annotated[bool, typer.Option(
     "--systemd", help="An encrypted systemd credential (systemd-creds, needs root) instead of the "
     "keyring: what a server's dorch-worker@ units load.")]
@@ -50,9 +54,18 @@ def _read_value(name: str, from_stdin: bool) -> str:
     return str(value).strip()
 
 
+def _is_agent_secret(name: str) -> bool:
+    return Layout(name).agent
+
+
 def _warn_shape(name: str, value: str) -> None:
     from dorch.secrets import discord_token_problems
 
+    if _is_agent_secret(name):
+        if not discord_token_problems(value):
+            typer.echo(f"warning: this looks like a Discord bot token: a worker refuses to start "
+                       f"when an agent's secret ({name}) is the bot token", err=True)
+        return
     if "discord" not in name.lower():
         return
     problems = discord_token_problems(value)
@@ -100,6 +113,9 @@ def set_(
         _warn_shape(name, value)
         path = cs.encrypt(layout, value)
         typer.echo(f"stored {name!r} encrypted in {path} (embedded name {name!r}, mode 0600)")
+        if _is_agent_secret(name):
+            typer.echo(f"the agent gets it as ${name} once the config lists it: "
+                       f"[executor] secrets = [\"{name}\", ...]")
         if write_dropin:
             typer.echo(f"wrote {cs.write_dropin(layout)}; now: systemctl daemon-reload && "
                        f"systemctl restart 'dorch-worker@*'")
@@ -124,6 +140,9 @@ def set_(
              "On a desktop, install and unlock a Secret Service (GNOME Keyring, KWallet), "
              "then try again.", EXIT_CONFIG)
     typer.echo(f"stored {name!r} in the keyring ({backend}, service \"dorch\")")
+    if _is_agent_secret(name):
+        typer.echo(f"the agent gets it as ${name} once the config lists it: "
+                   f"[executor] secrets = [\"{name}\", ...]")
 
 
 @token_app.command("get")
@@ -169,7 +188,11 @@ def get(
         print_json(data)
         return
     lines = [f"{name}: found in the {used.location}"]
-    if problems:
+    if _is_agent_secret(name):
+        if not problems:
+            lines.append("  looks like a Discord bot token: a worker refuses to give it to an "
+                         "agent")
+    elif problems:
         lines.append(f"  does not look like a Discord bot token: {'; '.join(problems)}")
     else:
         lines.append(f"  looks like a Discord bot token (bot user id {bot_id}); only Discord can "

@@ -1,0 +1,162 @@
+"""Redaction: every secret dorch knows is written as ``[redacted]``, never as itself.
+
+Values are registered once, when found (``dorch.secrets`` registers the bot token and every
+agent secret it reads). ``redact`` then hides them in what dorch writes from an agent's output
+(the worker redacts a task's Result before the bus, the outbox and RESULT.md see it) and in every
+log line (``dorch.log``). An agent that prints a secret, by mistake or because a prompt injection
+told it to, gets ``[redacted]`` posted instead.
+
+Besides the plain value, ``redact`` finds:
+
+- the value broken by whitespace or line breaks (wrapped or folded output);
+- a piece of at least ``FRAGMENT`` characters of it ending a line or the text (the value's
+  start, where a cut of the output or a line break fell) or starting one (its end: a tail);
+- its URL-encoded form, and its base64 forms (standard and URL-safe, at the three alignments;
+  the one or two characters at each end that also depend on the neighbouring bytes remain).
+
+Every step is a regular-expression scan or ``str.find`` over the text, with no backtracking
+(possessive quantifiers): the cost is linear in the text's length, so megabytes of output cost
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from dorch.bus import Result
+
+MARK = "[redacted]"
+MIN_LENGTH = 4    # shorter values are not secrets worth blanking ordinary words for
+FRAGMENT = 8      # the shortest piece of a secret hidden at a line's or the text's edge
+_B64_MIN = 12     # shorter base64 cores would match by chance
+_LINE_END = re.compile(r"[ \t\r\f\v]*+(?:\n|\Z)")
+
+
+def _forms(value: str) -> set[str]:
+    """VALUE and the encodings of it that an agent might print."""
+    forms = {value, quote(value, safe="")}
+    raw = value.encode("utf-8")
+    for pad in range(3):
+        text = base64.b64encode(b"\0" * pad + raw).decode("ascii")
+        # characters made only of VALUE's bits, whatever surrounds it in a longer stream
+        core = text[-(-8 * pad // 6):(8 * (pad + len(raw))) // 6]
+        if len(core) >= _B64_MIN:
+            forms.add(core)
+            forms.add(core.translate(str.maketrans("+/", "-_")))
+    return forms
+
+
+def _spaced(form: str) -> re.Pattern[str]:
+    """FORM, also when whitespace or line breaks fall between any two of its characters."""
+    return re.compile(r"\s*+".join(re.escape(c) for c in form))
+
+
+class Redactor:
+    """A set of secrets and the patterns that find them; ``redact`` hides them in a text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: set[str] = set()
+        self._patterns: list[re.Pattern[str]] = []
+        self._lock = threading.Lock()
+        for value in secrets:
+            self.add(value)
+
+    def __bool__(self) -> bool:
+        return bool(self._secrets)
+
+    def add(self, value: str) -> None:
+        """Hide VALUE from now on (values shorter than MIN_LENGTH are ignored)."""
+        if len(value) < MIN_LENGTH or value in self._secrets:
+            return
+        with self._lock:
+            self._secrets.add(value)
+            forms = {f for s in self._secrets for f in _forms(s)}
+            # longest first, so a value that contains another is hidden whole
+            self._patterns = [_spaced(f) for f in sorted(forms, key=len, reverse=True)]
+
+    def redact(self, text: str) -> str:
+        """TEXT with every known secret, and every piece of one at a line's edge, as MARK."""
+        if not text or not self._secrets:
+            return text
+        for pattern in self._patterns:
+            text = pattern.sub(MARK, text)
+        for value in self._secrets:
+            if len(value) > FRAGMENT:
+                text = _edges(text, value)
+        return text
+
+
+def _edges(text: str, value: str) -> str:
+    """Hide pieces of VALUE left at line edges by a cut: its start ending a line (or the text),
+    its end starting one. Found from occurrences of their FRAGMENT outer characters."""
+    spans: list[tuple[int, int]] = []
+    head, tail = value[:FRAGMENT], value[-FRAGMENT:]
+    at = text.find(head)
+    while at >= 0:
+        end = at + _longest(text, value, at, forward=True)
+        if _LINE_END.match(text, end):
+            spans.append((at, end))
+        at = text.find(head, at + 1)
+    at = text.find(tail)
+    while at >= 0:
+        end = at + FRAGMENT
+        start = end - _longest(text, value, end, forward=False)
+        before = start
+        while before > 0 and text[before - 1] in " \t\r\f\v":
+            before -= 1
+        if before == 0 or text[before - 1] == "\n":
+            spans.append((start, end))
+        at = text.find(tail, at + 1)
+    if not spans:
+        return text
+    out, last = [], 0
+    for start, end in sorted(spans):
+        if end <= last:
+            continue
+        out += [text[last:max(start, last)], MARK]
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _longest(text: str, value: str, at: int, forward: bool) -> int:
+    """The longest piece of VALUE (its start if FORWARD, else its end) that TEXT has starting
+    (ending) at AT, known to be at least FRAGMENT long. A binary search: a piece that matches
+    at length n matches at every shorter length too."""
+    low, high = FRAGMENT, len(value) - 1
+    while low < high:
+        mid = (low + high + 1) // 2
+        if text.startswith(value[:mid], at) if forward else text.endswith(value[-mid:], 0, at):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+_known = Redactor()
+
+
+def register(value: str) -> None:
+    """Hide VALUE everywhere from now on: logs, results, posts (tokens, API keys)."""
+    _known.add(value)
+
+
+def redact(text: str) -> str:
+    """TEXT with every secret registered in this process replaced by ``[redacted]``."""
+    return _known.redact(text)
+
+
+def redact_result(result: Result) -> Result:
+    """RESULT with the agent's output, error and stderr redacted (in place; also returned)."""
+    if _known:
+        result.output = redact(result.output)
+        result.error = redact(result.error)
+        result.stderr_tail = redact(result.stderr_tail)
+        result.usage = {k: redact(v) if isinstance(v, str) else v for k, v in result.usage.items()}
+    return result

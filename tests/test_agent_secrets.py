@@ -1,0 +1,167 @@
+"""[executor] secrets: a real `dorch worker` hands each declared secret to its agent, and nothing
+the agent prints (secrets, the bot token) reaches the result, RESULT.md, the queue or the logs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets as random
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dorch.bus import State
+from dorch.process import EnvError, scrubbed_env
+from dorch.task import TaskSpec
+from tests.helpers import DorchHome, agent_command
+from tests.secret_service import discord_token, secret_service  # noqa: F401
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _agent(home: DorchHome, names: list[str]) -> None:
+    home.configure(executor={"kind": "command", "secrets": names},
+                   executor__command={"argv": agent_command("leaking_agent.py")})
+
+
+def _proof(home: DorchHome) -> dict[str, Any]:
+    """What the agent wrote in its workspace: the sha256 of each secret, its environment."""
+    return dict(json.loads(next((home.root / "workspaces").glob("*/proof.json")).read_text()))
+
+
+def _queue_bytes(home: DorchHome) -> bytes:
+    return b"".join(p.read_bytes() for p in home.root.glob("queue.sqlite3*"))
+
+
+def _run_one(home: DorchHome, prompt: str, **env: str) -> tuple[str, str]:
+    task = str(home.call("submit", TaskSpec(prompt), "test"))
+    proc = home.spawn_worker("1", **env, DORCH_ISOLATION="none")  # TEMP
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err
+    return task, err
+
+
+def test_secrets_reach_the_agent_and_nothing_it_posts(home: DorchHome, tmp_path: Path) -> None:
+    api_key = "sk-ant-api03-" + random.token_urlsafe(60)
+    gh_token = "ghp_" + random.token_hex(18)
+    bot = discord_token()
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "GH_TOKEN").write_text(gh_token + "\n")  # as systemd's LoadCredentialEncrypted=
+    _agent(home, ["ANTHROPIC_API_KEY", "GH_TOKEN"])
+
+    # STOLEN: the bot token, as the agent found it (reversed: the prompt is in the queue too)
+    task, log = _run_one(home, f"ANTHROPIC_API_KEY\nGH_TOKEN\nSTOLEN:{bot[::-1]}\n",
+                         DORCH_SECRET_ANTHROPIC_API_KEY=api_key, CREDENTIALS_DIRECTORY=str(creds),
+                         DORCH_SECRET_DISCORD_TOKEN=bot)
+
+    got = _proof(home)
+    assert got["sha256"] == {"ANTHROPIC_API_KEY": hashlib.sha256(api_key.encode()).hexdigest(),
+                             "GH_TOKEN": hashlib.sha256(gh_token.encode()).hexdigest()}
+    assert not [n for n in got["environment"]
+                if n.startswith("DORCH_") or n == "CREDENTIALS_DIRECTORY"]
+    view = home.call("get", task)
+    assert view.state is State.FAILED
+    result = view.result
+    assert "ANTHROPIC_API_KEY=[redacted]" in result.output
+    assert "stolen=[redacted]" in result.output
+    assert "folded: [redacted]" in result.output
+    assert "url: [redacted]" in result.output
+    assert "GH_TOKEN=[redacted]" in result.stderr_tail and "[redacted]" in result.error
+    assert result.stderr_tail.endswith("cut here: [redacted]")  # the start of a secret, cut
+    result_md = next((home.root / "workspaces").glob("*/RESULT.md")).read_text()
+    assert "ANTHROPIC_API_KEY=[redacted]" in result_md
+    queue = _queue_bytes(home)
+    assert b"[redacted]" in queue
+    for value in (api_key, gh_token, bot):
+        for where in (result.output, result.error, result.stderr_tail, result_md, log):
+            assert value not in where
+            assert value[:len(value) // 2] not in where
+        assert value.encode() not in queue
+    assert "least safe" in log  # the environment warning, with the name only
+
+
+def test_the_bot_token_is_refused_as_an_agent_secret(home: DorchHome) -> None:
+    bot = discord_token()
+    _agent(home, ["GH_TOKEN"])
+    task = str(home.call("submit", TaskSpec("GH_TOKEN"), "test"))
+    proc = home.spawn_worker("1", DORCH_SECRET_GH_TOKEN=bot, DORCH_SECRET_DISCORD_TOKEN=bot)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 78, err
+    assert "'GH_TOKEN' holds the Discord bot token" in err
+    assert bot not in err
+    assert home.call("get", task).state is State.QUEUED  # never claimed
+
+    for name in ("DISCORD_TOKEN", "Discord_Token"):
+        _agent(home, [name])
+        shown = home.dorch("config", "show")
+        assert shown.returncode == 78
+        assert "the Discord bot token is never given to an agent" in shown.stderr
+        assert home.spawn_worker("1").wait(timeout=60) == 78
+
+
+def test_a_missing_secret_stops_the_worker_saying_how_to_store_it(home: DorchHome) -> None:
+    _agent(home, ["ANTHROPIC_API_KEY"])
+    task = str(home.call("submit", TaskSpec("ANTHROPIC_API_KEY"), "test"))
+    proc = home.spawn_worker("1")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 78, err
+    assert "agent's secret 'ANTHROPIC_API_KEY' is missing" in err
+    assert "dorch token set ANTHROPIC_API_KEY" in err and "--systemd" in err
+    assert "DORCH_SECRET_ANTHROPIC_API_KEY" in err and "CREDENTIALS_DIRECTORY" in err
+    assert home.call("get", task).state is State.QUEUED
+
+
+def test_token_names_pass_as_declared_secrets_only(home: DorchHome) -> None:
+    env = scrubbed_env(secrets={"CLAUDE_CODE_OAUTH_TOKEN": "oauth-value"})
+    assert env["CLAUDE_CODE_OAUTH_TOKEN"] == "oauth-value"
+    with pytest.raises(EnvError, match="GH_TOKEN"):
+        scrubbed_env(pass_env=["GH_TOKEN"])
+    with pytest.raises(EnvError, match="DORCH_SECRET_X"):
+        scrubbed_env(secrets={"DORCH_SECRET_X": "v"})
+
+    home.configure(executor={"kind": "command", "pass_env": ["GH_TOKEN"]},
+                   executor__command={"argv": ["true"]})
+    proc = home.spawn_worker("1", GH_TOKEN="from-the-environment")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 78 and "refusing to pass GH_TOKEN" in err
+
+    home.configure(executor={"kind": "command", "secrets": ["bad-name"]},
+                   executor__command={"argv": ["true"]})
+    shown = home.dorch("config", "show")
+    assert shown.returncode == 78 and "expected an environment variable name" in shown.stderr
+
+
+def test_token_set_then_a_worker_gives_it_to_its_agent(
+        home: DorchHome, secret_service: str) -> None:  # noqa: F811
+    name = f"AGENT_KEY_{uuid.uuid4().hex[:8].upper()}"
+    value = "key-" + random.token_urlsafe(30)
+    try:
+        stored = home.dorch("token", "set", name, input=value + "\n")
+        assert stored.returncode == 0, stored.stderr
+        shown = home.dorch("token", "get", name)
+        assert shown.returncode == 0 and "found in the keyring" in shown.stdout
+        assert "Discord" not in shown.stdout and value not in shown.stdout + shown.stderr
+        _agent(home, [name])
+        task, log = _run_one(home, name)
+        got = _proof(home)
+        assert got["sha256"] == {name: hashlib.sha256(value.encode()).hexdigest()}
+        assert f"{name}=[redacted]" in home.call("get", task).result.output
+        assert value not in log
+    finally:
+        home.dorch("token", "delete", name)
+    assert home.dorch("token", "get", name).returncode == 1
+
+
+def test_systemd_dropin_for_an_agent_secret_survives_a_reset() -> None:
+    """The drop-in of an agent secret sorts after those that reset the list (the bot token's)."""
+    from dorch.credstore import Layout
+
+    agent = Layout("GH_TOKEN", None)
+    bot = Layout("discord-token", 2)
+    assert "LoadCredentialEncrypted=\n" not in agent.dropin()
+    assert "LoadCredentialEncrypted=\n" in bot.dropin()
+    assert agent.dropin_path.name > bot.dropin_path.name
+    assert agent.dropin_path.name > "credential.conf"  # the Ansible role's per-instance reset
