@@ -88,6 +88,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
                         "e.g. LANG (never DORCH_* or *TOKEN*: declare secrets in `secrets`)"),
         "secrets": Key(list, [], help="secrets given to the agent's environment under these "
                        "names, e.g. ANTHROPIC_API_KEY; each stored with `dorch token set NAME`"),
+        "isolation": Key(str, "auto", env="DORCH_ISOLATION", choices=("auto", "bubblewrap", "none"),
+                         help="agent sandbox: bubblewrap, or none (same user, best effort); auto: "
+                         "bubblewrap when it works (required under systemd)"),
+        "ro_paths": Key(list, [], help="more paths the sandboxed agent may read (read-only)"),
+        "max_processes": Key(int, 512, help="processes and threads per task (0: no limit)"),
+        "memory_mb": Key(int, 4096, help="memory (RSS) of a task's processes, MB (0: no limit)"),
+        "disk_mb": Key(int, 10240, help="disk used in a task's workspace and home, MB "
+                       "(also the largest file; 0: no limit)"),
+        "max_output_bytes": Key(int, 4 * 1024 * 1024, help="agent output read as the answer; "
+                                "the rest stays in the workspace (0: no limit)"),
     },
     "executor.echo": {
         "delay": Key(float, 0.0, help="seconds each echo task takes (simulated work, demo)"),
@@ -149,7 +159,7 @@ class Config:
 
     def local_path(self) -> Path:
         raw = self.values["local"]["path"]
-        return Path(raw).expanduser() if raw else paths.data_dir() / "queue.sqlite3"
+        return Path(raw).expanduser() if raw else paths.default_queue()
 
     def redacted(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

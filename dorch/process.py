@@ -18,12 +18,19 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import signal
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from dorch import sandbox as sandbox_mod
+
+if TYPE_CHECKING:
+    from dorch.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +133,15 @@ async def run_child(
     cancel: asyncio.Event,
     grace: float = 5.0,
     capture_dir: Path,
+    sandbox: Sandbox | None = None,
+    ro_paths: Sequence[str] = (),
 ) -> ChildResult:
     """Run ``argv`` (never through a shell) and wait for it, ``timeout`` (<= 0: none) or ``cancel``.
 
-    stdout and stderr are written to ``capture_dir``/stdout and /stderr and kept there.
+    stdout and stderr are written to ``capture_dir``/stdout and /stderr and kept there; with a
+    ``sandbox`` only the first ``max_output_bytes`` of stdout are read (a note at the end says
+    where the rest is), its limits are enforced, and whatever the agent left is killed.
+    ``ro_paths``: more paths the sandboxed agent may read.
     If the awaiting coroutine is cancelled, the group is stopped before CancelledError propagates.
     """
     if not argv:
@@ -137,25 +149,53 @@ async def run_child(
     capture_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = capture_dir / "stdout", capture_dir / "stderr"
     started = time.monotonic()
-    with (
-        tempfile.TemporaryFile(dir=capture_dir) as fin,
-        open(out_path, "wb") as fout,
-        open(err_path, "wb") as ferr,
-    ):
-        fin.write(stdin)
-        fin.flush()
-        fin.seek(0)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=fin, stdout=fout, stderr=ferr, cwd=cwd, env=dict(env),
-                start_new_session=True,
-            )
-        except OSError as exc:
-            return ChildResult(
-                returncode=None, stdout="", stderr_tail="", duration=time.monotonic() - started,
-                error=_start_error(argv[0], exc, cwd, env),
-            )
+    preexec = None
+    if sandbox is not None:
+        if shutil.which(argv[0], path=env.get("PATH", os.defpath)) is None:
+            missing = FileNotFoundError(2, "No such file or directory", argv[0])
+            return ChildResult(returncode=None, stdout="", stderr_tail="",
+                               error=_start_error(argv[0], missing, cwd, env))
+        readable = [p for p in ro_paths if Path(p).parent == capture_dir]
+        argv, env = sandbox.command(argv, env, cwd, ro_paths=ro_paths,
+                                    readable_in_captures=[Path(p) for p in readable])
+        preexec = sandbox_mod.preexec(sandbox.limits)
+    before = sandbox_mod.own_children() if sandbox is not None else set()
+    fout = open(out_path, "w+b")  # noqa: SIM115 (closed below; read back through this fd)
+    ferr = open(err_path, "w+b")  # noqa: SIM115
+    try:
+        with tempfile.TemporaryFile(dir=capture_dir) as fin:
+            fin.write(stdin)
+            fin.flush()
+            fin.seek(0)
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=fin, stdout=fout, stderr=ferr, cwd=cwd, env=dict(env),
+                    start_new_session=True, preexec_fn=preexec,
+                )
+            except OSError as exc:
+                return ChildResult(
+                    returncode=None, stdout="", stderr_tail="",
+                    duration=time.monotonic() - started, error=_start_error(argv[0], exc, cwd, env),
+                )
+        return await _wait_child(proc, timeout=timeout, cancel=cancel, grace=grace,
+                                 sandbox=sandbox, before=before, cwd=cwd, started=started,
+                                 out=(fout, out_path), err=(ferr, err_path))
+    finally:
+        fout.close()
+        ferr.close()
+
+
+async def _wait_child(
+    proc: asyncio.subprocess.Process, *, timeout: float, cancel: asyncio.Event, grace: float,
+    sandbox: Sandbox | None, before: set[int], cwd: Path, started: float,
+    out: tuple[BinaryIO, Path], err: tuple[BinaryIO, Path],
+) -> ChildResult:
     pgid = proc.pid  # start_new_session: the leader's pid is the group id
+    monitor = watcher = None
+    if sandbox is not None:
+        monitor = sandbox_mod.Monitor(proc.pid, sandbox.limits, cwd,
+                                      on_hit=lambda: _kill_tree(proc.pid))
+        watcher = asyncio.ensure_future(monitor.run())
     timed_out = cancelled = False
     exited_by_itself = False
     waiter = asyncio.ensure_future(proc.wait())
@@ -183,17 +223,60 @@ async def run_child(
         canceller.cancel()
         if not waiter.done():
             waiter.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        if sandbox is not None:
+            sandbox_mod.kill_leftovers(proc.pid, before)
+    limit_error = ""
+    cap = 0
+    if sandbox is not None and monitor is not None:
+        limit_error = monitor.error or sandbox_mod.limit_from_exit(sandbox.limits, proc.returncode)
+        cap = sandbox.limits.max_output_bytes
     return ChildResult(
         returncode=proc.returncode if exited_by_itself else None,
-        stdout=out_path.read_bytes().decode("utf-8", errors="replace"),
-        stderr_tail=read_tail(err_path, STDERR_TAIL_BYTES),
-        timed_out=timed_out,
+        stdout=read_output(out[0], out[1], cap),
+        stderr_tail=read_tail(err[0], STDERR_TAIL_BYTES),
+        timed_out=timed_out and not limit_error,
         cancelled=cancelled,
         duration=time.monotonic() - started,
         pid=proc.pid,
-        stdout_path=out_path,
-        stderr_path=err_path,
+        error=limit_error,
+        stdout_path=out[1],
+        stderr_path=err[1],
     )
+
+
+def _kill_tree(pid: int) -> None:
+    """A limit was hit: SIGKILL the child's whole tree now (its group may not hold it all)."""
+    for p in [pid, *sandbox_mod.descendants(pid)]:
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
+
+
+def read_output(f: BinaryIO, path: Path, cap: int) -> str:
+    """The child's stdout as text, through the worker's own fd (a swapped file changes nothing):
+    at most ``cap`` bytes (0: all), then a line saying it was cut and where the whole is."""
+    size = os.fstat(f.fileno()).st_size
+    limit = size if cap <= 0 else min(size, cap)
+    data = os.pread(f.fileno(), limit, 0) if limit else b""
+    if limit >= size:
+        return data.decode("utf-8", errors="replace")
+    text = _cut_utf8(data).decode("utf-8", errors="replace")
+    return (text + ("" if text.endswith("\n") else "\n")
+            + f"[dorch: output cut at {cap:,} of {size:,} bytes ([executor] max_output_bytes); "
+            f"the whole output is in {path}]\n")
+
+
+def _cut_utf8(data: bytes) -> bytes:
+    """DATA without a UTF-8 sequence cut at its end."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return data
+        if byte >= 0xC0:
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return data if back >= need else data[:-back]
+    return data
 
 
 async def stop_group(pgid: int, grace: float) -> bool:
@@ -257,14 +340,17 @@ def _killpg(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def read_tail(path: Path, size: int) -> str:
-    """The last ``size`` bytes of a file as text (a split UTF-8 sequence at the cut is dropped)."""
+def read_tail(source: Path | BinaryIO, size: int) -> str:
+    """The last ``size`` bytes of a file (a path, or an open file read through its fd) as text
+    (a split UTF-8 sequence at the cut is dropped)."""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            end = f.tell()
-            f.seek(max(0, end - size))
-            data = f.read()
+        if isinstance(source, Path):
+            with open(source, "rb") as f:
+                end = os.fstat(f.fileno()).st_size
+                data = os.pread(f.fileno(), size, max(0, end - size))
+        else:
+            end = os.fstat(source.fileno()).st_size
+            data = os.pread(source.fileno(), size, max(0, end - size))
     except OSError:
         return ""
     if end > size:

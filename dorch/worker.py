@@ -24,6 +24,8 @@ from dorch.bus import Bus, BusConfigError, BusError, Claim, Lease, Result, State
 from dorch.config import Config, ConfigError
 from dorch.executors import ExecRequest, Executor, ExecutorConfigError, make_executor
 from dorch.pacing import PollPacer
+from dorch.sandbox import Sandbox, SandboxError, harden_process
+from dorch.sandbox import from_config as sandbox_from_config
 from dorch.task import resolve_model
 
 EXIT_OK = 0
@@ -55,8 +57,10 @@ class _Outcome:
 class Worker:
     """The life of one worker process. ``run`` returns the process exit code."""
 
-    def __init__(self, config: Config, bus: Bus, executor: Executor, wid: str) -> None:
+    def __init__(self, config: Config, bus: Bus, executor: Executor, wid: str,
+                 sandbox: Sandbox | None = None) -> None:
         self.config = config
+        self.sandbox = sandbox
         self.bus = bus
         self.executor = executor
         self.id = wid
@@ -66,7 +70,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._host = socket.gethostname()
         self.agent_secrets: dict[str, str] = {}  # [executor] secrets, for the agent's env only
-        self._pacer = PollPacer(paths.data_dir(), _queue_key(config))
+        self._pacer = PollPacer(paths.private_dir(), _queue_key(config))
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -167,6 +171,7 @@ class Worker:
             workspace=workspace,
             timeout=w["task_timeout"],
             state_dir=self.state_dir,
+            sandbox=self.sandbox,
             secrets=self.agent_secrets,
         )
         outcome = await self._supervise(claim, request)
@@ -194,6 +199,18 @@ class Worker:
         w = self.config.worker
         cancel = asyncio.Event()
         started = time.monotonic()
+        # The claim may have used much of its lease (rate-limit waits, a slow Discord): renew
+        # it before the agent starts once a heartbeat's worth is gone, so the lease never runs
+        # out between the claim and the first heartbeat.
+        renew_at = claim.lease_until - w["lease_seconds"] + w["heartbeat_seconds"]
+        if time.time() >= renew_at:
+            lease = await self._heartbeat(claim)
+            renew_at = time.time() + w["heartbeat_seconds"]
+            if lease is not Lease.HELD:
+                log.info("task %s: %s before its agent started", claim.task.id, lease.value)
+                reason = "lost" if lease is Lease.LOST else "cancelled"
+                return _Outcome(Result(State.CANCELLED, error="cancelled before it started"),
+                                reason)
         run = asyncio.create_task(self.executor.run(request, cancel))
         stop_wait = asyncio.create_task(self._stop.wait())
         reason = "done"
@@ -201,7 +218,8 @@ class Worker:
         hard_deadline = started + (w["task_timeout"] or float("inf")) + w["stop_grace"] + 60
         try:
             while not run.done():
-                timeout = min(w["heartbeat_seconds"], max(hard_deadline - time.monotonic(), 0))
+                due = max(renew_at - time.time(), 0) if reason == "done" else w["heartbeat_seconds"]
+                timeout = min(due, max(hard_deadline - time.monotonic(), 0))
                 done, _ = await asyncio.wait(
                     {run, stop_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -219,6 +237,7 @@ class Worker:
                 if reason != "done":
                     continue
                 lease = await self._heartbeat(claim)
+                renew_at = time.time() + w["heartbeat_seconds"]
                 if lease is Lease.CANCELLED:
                     log.info("task %s: cancelled by request", claim.task.id)
                     reason = "cancelled"
@@ -268,8 +287,9 @@ async def _main(config: Config, instance: str) -> int:
     secrets = agent_secrets.load(config)  # a missing one: exit 78 before any task is claimed
     bus = open_bus(config)
     try:
+        sandbox = sandbox_from_config(config)
         executor = make_executor(config)
-        worker = Worker(config, bus, executor, wid)
+        worker = Worker(config, bus, executor, wid, sandbox)
         worker.agent_secrets = secrets
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -286,9 +306,12 @@ def run_worker(config: Config, instance: str | None = None) -> int:
 
     inst = instance or str(os.getpid())
     dlog.setup(config.worker["log_level"], name=f"worker[{worker_id(config, inst)}]")
+    # The agent must not read this process's /proc entries (its environment, its memory), and
+    # whatever the agent leaves behind is reparented here, to be killed after the task.
+    harden_process(subreaper=True)
     try:
         return asyncio.run(_main(config, inst))
-    except (ConfigError, ExecutorConfigError) as exc:
+    except (ConfigError, ExecutorConfigError, SandboxError) as exc:
         log.error("configuration error: %s", exc)
         return EXIT_CONFIG
     except BusError as exc:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from dorch.bus import Result
     from dorch.config import Config
+    from dorch.sandbox import Sandbox
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class ExecRequest:
     timeout: float           # seconds; 0 = none
     state_dir: Path          # the worker's state dir (e.g. OPENCLAW_HOME lives under it)
     extra_env: dict[str, str] = field(default_factory=dict)
+    sandbox: Sandbox | None = None   # how to isolate the agent (dorch.sandbox); None: not at all
     # [executor] secrets, looked up once at the worker's start: only the agent's environment
     # gets them (under their names), never a log line, argv or repr
     secrets: dict[str, str] = field(default_factory=dict, repr=False)

@@ -249,7 +249,8 @@ class CommandExecutor:
         argv = self.argv(request, prompt_file)
         child = await run_child(
             argv, stdin=prompt, cwd=request.workspace, env=env, timeout=request.timeout,
-            cancel=cancel, grace=self.grace, capture_dir=captures,
+            cancel=cancel, grace=self.grace, capture_dir=captures, sandbox=request.sandbox,
+            ro_paths=[str(prompt_file)] if prompt_file else [],
         )
         result = Result(State.SUCCEEDED, output=child.stdout, stderr_tail=child.stderr_tail,
                         duration=child.duration)

@@ -146,20 +146,33 @@ class OpenClawExecutor:
     async def run(self, request: ExecRequest, cancel: asyncio.Event) -> Result:
         captures = capture_dir(request.workspace)
         captures.mkdir(parents=True, exist_ok=True)
-        home = request.state_dir / "openclaw"
-        (home / "tmp").mkdir(parents=True, exist_ok=True, mode=0o700)
+        sandbox = request.sandbox
+        sandboxed = sandbox is not None and sandbox.mode == "bubblewrap"
+        if sandboxed:
+            # a fresh OpenClaw home per task, in the sandbox's own (tmpfs) home: nothing the
+            # agent writes there reaches the next task
+            home = Path(sandbox.home) / ".openclaw-home"   # type: ignore[union-attr]
+        else:
+            home = request.state_dir / "openclaw"
+            (home / "tmp").mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             env = self.env(request, home)
         except EnvError as exc:
             return Result(State.FAILED, error=str(exc))
+        if sandboxed:
+            env["TMPDIR"] = "/tmp"
+        readable = [p for p in (self.config_file, self.node_dir and str(Path(self.node_dir).parent))
+                    if p]
         backstop = request.timeout + self.timeout_margin if request.timeout > 0 else 0
         try:
             child = await run_child(
                 self.argv(request), stdin=request.prompt.encode("utf-8"), cwd=request.workspace,
                 env=env, timeout=backstop, cancel=cancel, grace=self.grace, capture_dir=captures,
+                sandbox=sandbox, ro_paths=readable,
             )
         finally:
-            _remove_run_dirs(home / "tmp")
+            if not sandboxed:
+                _remove_run_dirs(home / "tmp")
         result = Result(State.FAILED, stderr_tail=child.stderr_tail, duration=child.duration)
         if child.error:
             result.error = child.error
