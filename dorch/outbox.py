@@ -3,11 +3,18 @@
 An item is committed to SQLite before anything is sent, carries a nonce that stays the same over
 every retry (Discord then drops duplicates of a post that did arrive), and is retried with
 backoff until its handler succeeds. A Discord outage delays work; it never loses it. Any process
-on the host may drain the outbox (the CLI after a submit, every worker while it polls).
+of the same user on the host may drain the outbox (the CLI after a submit, every worker while it
+polls).
+
+What it holds decides what dorch posts with its bot token, so the file is its owner's alone
+(0600, in a private directory). Delivered items are forgotten after ``RETENTION`` seconds, and
+what waits is capped (``MAX_PENDING_ITEMS``/``MAX_PENDING_BYTES``): a full outbox refuses new
+items with ``OutboxFull`` instead of growing until every command that opens it crawls.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -18,6 +25,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from dorch.bus import BusError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -32,11 +41,19 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT NOT NULL DEFAULT '',
     state TEXT NOT NULL DEFAULT 'pending',   -- pending | done | failed
     response TEXT NOT NULL DEFAULT '',
-    owner TEXT NOT NULL DEFAULT ''            -- '' or who alone may deliver it (a bot token's id)
+    owner TEXT NOT NULL DEFAULT '',           -- '' or who alone may deliver it (a bot token's id)
+    size INTEGER NOT NULL DEFAULT 0           -- bytes of payload, for the cap
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_try);
 """
 MAX_BACKOFF = 300.0
+RETENTION = 7 * 86400.0  # seconds a delivered item is kept (its response answers `dorch result`)
+MAX_PENDING_ITEMS = 10_000
+MAX_PENDING_BYTES = 256 << 20
+
+
+class OutboxFull(BusError):
+    """Too much waits to be sent already (Discord unreachable for long?): nothing was stored."""
 
 
 class PermanentError(Exception):
@@ -58,17 +75,46 @@ Handler = Callable[[Item], Awaitable[Any]]
 
 
 class Outbox:
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time, *,
+                 max_items: int = MAX_PENDING_ITEMS, max_bytes: int = MAX_PENDING_BYTES,
+                 retention: float = RETENTION) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
         self.clock = clock
-        self._db = sqlite3.connect(path, timeout=10, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # an accepted item must survive a crash
-        self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
-        if "owner" not in columns:  # a spool written by dorch 0.1.0
-            self._db.execute("ALTER TABLE outbox ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._db = self._open(path)
+        self.prune(retention)
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        """Create and set up the file under a lock on its directory: processes that start at
+        once on an empty data dir would otherwise race to switch it to WAL ("database is
+        locked", which the busy timeout does not cover)."""
+        lock = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                if os.fstat(fd).st_mode & 0o077:
+                    os.fchmod(fd, 0o600)  # one written by dorch 0.1 (0660); -wal/-shm follow
+            finally:
+                os.close(fd)
+            db = sqlite3.connect(path, timeout=10, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # an accepted item must survive a crash
+            db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+            if "owner" not in columns:  # a spool written by dorch 0.1.0
+                db.execute("ALTER TABLE outbox ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+            if "size" not in columns:
+                db.execute("ALTER TABLE outbox ADD COLUMN size INTEGER NOT NULL DEFAULT 0")
+                db.execute("UPDATE outbox SET size = length(CAST(payload AS BLOB))")
+            # the cap's sum reads this index only, never the (possibly huge) payloads
+            db.execute("CREATE INDEX IF NOT EXISTS outbox_size ON outbox (state, size)")
+        finally:
+            os.close(lock)  # releases the lock
+        return db
 
     def close(self) -> None:
         self._db.close()
@@ -79,10 +125,22 @@ class Outbox:
         a ``deliver`` by the same owner sends it (e.g. an edit only its author may make)."""
         nonce = nonce or new_nonce()
         now = self.clock()
+        data = json.dumps(payload)
+        size = len(data.encode("utf-8", "surrogatepass"))
+        count, waiting = self._db.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM outbox WHERE state = 'pending'"
+        ).fetchone()
+        if count + 1 > self.max_items or waiting + size > self.max_bytes:
+            raise OutboxFull(
+                f"{self.path}: the outbox is full ({count:,} items, {waiting / 1e6:,.1f} MB wait "
+                f"to be sent; at most {self.max_items:,} items and {self.max_bytes / 1e6:,.0f} "
+                f"MB) so this {size / 1e6:,.1f} MB {kind} was not stored: Discord has not "
+                "answered for a long time. Check `dorch doctor`; the items are sent once it does"
+            )
         cur = self._db.execute(
-            "INSERT INTO outbox (kind, payload, nonce, created, next_try, owner) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (kind, json.dumps(payload), nonce, now, now, owner),
+            "INSERT INTO outbox (kind, payload, nonce, created, next_try, owner, size) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (kind, data, nonce, now, now, owner, size),
         )
         return Item(int(cur.lastrowid or 0), kind, payload, nonce, now, 0, "")
 
@@ -175,8 +233,8 @@ class Outbox:
         ).fetchall()
         return [Item(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
 
-    def prune(self, older_than: float = 7 * 86400) -> int:
-        """Forget delivered items older than OLDER_THAN seconds."""
+    def prune(self, older_than: float = RETENTION) -> int:
+        """Forget delivered items older than OLDER_THAN seconds (done at every open)."""
         cur = self._db.execute(
             "DELETE FROM outbox WHERE state = 'done' AND created < ?", (self.clock() - older_than,)
         )

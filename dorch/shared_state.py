@@ -34,9 +34,10 @@ class SharedState:
     def _open(self) -> int:
         if self._fd is None:
             assert self.path is not None
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # group-writable: workers and admins in group dorch share the host's budget
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # this user's alone (in the private dir): what it says decides how dorch behaves
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               0o600)
         return self._fd
 
     @contextlib.contextmanager

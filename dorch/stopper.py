@@ -51,7 +51,7 @@ def stop_local_workers(timeout: float) -> str:
     if _systemd_has_target():
         subprocess.run(["systemctl", "stop", TARGET], check=True)
         return f"stopped {TARGET}"
-    pidfile = pidfile_path(paths.data_dir())
+    pidfile = pidfile_path(paths.private_dir())
     try:
         pid = int(pidfile.read_text().split()[0])
     except (FileNotFoundError, ValueError, IndexError):

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from dorch.outbox import Item, Outbox, PermanentError
+import pytest
+
+from dorch.outbox import Item, Outbox, OutboxFull, PermanentError
 
 
 class Clock:
@@ -101,3 +105,97 @@ def test_two_processes_draining_send_each_item_once(tmp_path: Path) -> None:
     numbers = [json.loads(line)["n"] for line in sent.read_text().splitlines()]
     assert sorted(numbers) == list(range(200))
     assert box.pending() == []
+
+
+# -- the file: private, pruned, bounded, safe to open from many processes at once ----------------
+
+FIRST_OPEN = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from dorch.outbox import Outbox
+    print("ready", flush=True)
+    sys.stdin.readline()
+    box = Outbox(Path(sys.argv[1]))
+    box.put("submit", {"n": 1})
+    print(len(box.pending()), flush=True)
+""")
+
+
+def test_many_processes_open_a_new_outbox_at_once(tmp_path: Path) -> None:
+    """14 workers starting together on an empty data dir: once, one died on "database is
+    locked" at the outbox's PRAGMA journal_mode=WAL."""
+    for round_ in range(4):
+        path = tmp_path / f"data{round_}" / "outbox.sqlite3"
+        procs = [subprocess.Popen([sys.executable, "-c", FIRST_OPEN, str(path)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(14)]
+        try:
+            for p in procs:
+                assert p.stdout is not None and p.stdout.readline() == "ready\n"
+            for p in procs:  # all released at once
+                assert p.stdin is not None
+                p.stdin.write("go\n")
+                p.stdin.flush()
+            failures = [err for p in procs
+                        for _, err in [p.communicate(timeout=120)] if p.returncode != 0]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        assert failures == []
+        assert len(Outbox(path).pending()) == 14
+
+
+def test_the_outbox_is_private(tmp_path: Path) -> None:
+    old_umask = os.umask(0o002)
+    try:
+        box = Outbox(tmp_path / "new" / "outbox.sqlite3")
+        box.put("submit", {"n": 1})
+        assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+        for name in ("outbox.sqlite3", "outbox.sqlite3-wal", "outbox.sqlite3-shm"):
+            assert stat.S_IMODE((tmp_path / "new" / name).stat().st_mode) == 0o600, name
+        box.close()
+        # one that dorch 0.1 left group-writable is tightened when opened
+        (tmp_path / "new" / "outbox.sqlite3").chmod(0o660)
+        Outbox(tmp_path / "new" / "outbox.sqlite3").close()
+        assert stat.S_IMODE((tmp_path / "new" / "outbox.sqlite3").stat().st_mode) == 0o600
+    finally:
+        os.umask(old_umask)
+
+
+def test_delivered_items_are_pruned_when_the_outbox_is_opened(tmp_path: Path) -> None:
+    clock = Clock()
+    path = tmp_path / "outbox.sqlite3"
+    box = Outbox(path, clock=clock)
+    sent = box.put("result", {"task": "1"})
+    waiting = box.put("result", {"task": "2"})
+
+    async def ok(item: Item) -> dict[str, str]:
+        return {"id": item.payload["task"]}
+
+    assert asyncio.run(box.deliver({"result": ok}, limit=1)) == 1
+    box.close()
+    clock.now += 6 * 86400
+    assert Outbox(path, clock=clock).response(sent.id) == {"id": "1"}  # still answers
+    clock.now += 2 * 86400
+    box = Outbox(path, clock=clock)
+    assert box.response(sent.id) is None
+    assert [i.id for i in box.pending()] == [waiting.id]  # never drops what was not sent
+
+
+def test_a_full_outbox_refuses_new_items_clearly(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.sqlite3", max_bytes=10_000, max_items=2)
+    box.put("result", {"output": "x" * 6000})
+    with pytest.raises(OutboxFull, match=r"outbox is full \(1 items.*was not stored"):
+        box.put("result", {"output": "y" * 6000})
+    box.put("submit", {"n": 1})
+    with pytest.raises(OutboxFull, match="at most 2 items"):
+        box.put("submit", {"n": 2})
+    assert [i.kind for i in box.pending()] == ["result", "submit"]
+
+    async def ok(item: Item) -> None:
+        return None
+
+    asyncio.run(box.deliver({"result": ok, "submit": ok}))
+    box.put("result", {"output": "y" * 6000})  # room again once delivered

@@ -253,7 +253,7 @@ def up(
     stop_timeout = cfg.worker["stop_grace"] + 10
     typer.echo(f"dorch up: {workers} workers on the {cfg.bus_kind} bus; Ctrl-C stops", err=True)
     code = _run(supervise(workers, str(Path(path).resolve()) if path else None,
-                          pidfile_path(paths.data_dir()), stop_timeout))
+                          pidfile_path(paths.private_dir()), stop_timeout))
     raise typer.Exit(code)
 
 

@@ -192,7 +192,7 @@ def _ask_all(session: _Session, a: Answers) -> None:
         a.bus = session.ask("bus", logic.parse_bus, default="local")
     if a.bus == "local":
         if a.local_path is None:
-            default = str(paths.data_dir() / "queue.sqlite3")
+            default = str(paths.default_queue())
             answer = session.ask("local_path", str, default=default)
             a.local_path = None if answer == default else answer
         return

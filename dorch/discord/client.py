@@ -105,7 +105,7 @@ class DiscordClient:
     """Discord's REST API for one bot token. Use ``async with`` or call ``aclose()``.
 
     ``state_dir``: where the rate-limit and invalid-request state shared with the host's other
-    dorch processes lives (default: the data dir's ``discord/``); ``shared=False`` keeps it in
+    dorch processes lives (default: the private dir's ``discord/``); ``shared=False`` keeps it in
     this process. ``global_limit``/``global_per``: the token's global limit (Discord: 50/s).
     ``invalid_limit``: invalid requests per 10 minutes per host at which the client refuses
     to send (it slows down from half of it). ``max_wait``: the longest rate-limit wait before a
@@ -137,7 +137,7 @@ class DiscordClient:
         if shared and directory is None:
             from dorch import paths
 
-            directory = paths.data_dir() / "discord"
+            directory = paths.private_dir() / "discord"
         # per token (by a hash: the file name must not reveal it) and per host
         token_id = hashlib.sha256(token.encode()).hexdigest()[:16]
         self.token_id = token_id  # names this token in shared files without revealing it

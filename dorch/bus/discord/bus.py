@@ -197,13 +197,13 @@ class DiscordBus:
         self.max_attempts = int(config.worker["max_attempts"])
         self.lease = float(config.worker["lease_seconds"])
         self.host = socket.gethostname()
-        state_dir = paths.data_dir() / "discord"
+        state_dir = paths.private_dir() / "discord"
         if client is None:
             client = DiscordClient.from_config(config, _token(config), state_dir=state_dir)
         self.client = client
         self._token_id = client.token_id
         self.state = SharedState(state_dir / f"bus-{self.task_channel}.json")
-        self.outbox = Outbox(paths.data_dir() / "outbox.sqlite3")
+        self.outbox = Outbox(paths.private_dir() / "outbox.sqlite3")
         self.board = Board(client, self.pool_channel, self.guild, self.task_channel)
         self._me: int | None = None
         self._fresh: tuple[float, list[_Entry]] | None = None
