@@ -59,14 +59,14 @@ def missing_requirements() -> list[str]:
 
 
 def ensure_rootfs(rootfs: Path = DEFAULT_ROOTFS, timeout: float = 900) -> Path:
-    """Build the Debian root once (``.ci/build-rootfs`` is idempotent and locks against races)."""
-    if not (rootfs / ".complete").exists():
-        proc = subprocess.run(
-            [str(REPO / ".ci" / "build-rootfs"), str(rootfs)],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
-        )
-        if proc.returncode != 0:
-            raise ContainerError(f".ci/build-rootfs {rootfs} failed:\n{proc.stdout}{proc.stderr}")
+    """Build the Debian root once (``.ci/build-rootfs`` is idempotent, locks against races, and
+    rebuilds a root made with another package list, so it is always asked)."""
+    proc = subprocess.run(
+        [str(REPO / ".ci" / "build-rootfs"), str(rootfs)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise ContainerError(f".ci/build-rootfs {rootfs} failed:\n{proc.stdout}{proc.stderr}")
     return rootfs
 
 

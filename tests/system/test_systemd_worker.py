@@ -192,14 +192,14 @@ def fresh(host: Host) -> Iterator[Host]:
     yield host
 
 
-def test_units_verify_clean_and_exposure_at_most_3(host: Host) -> None:
+def test_units_verify_clean_and_exposure_at_most_2(host: Host) -> None:
     out = host.sh("/root/check-units /root/units 2>&1", check=False)
     assert "check-units: verify clean" in out, out
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)
     assert match, out
     FACTS.append(f"exposure (systemd-analyze security --offline=yes, systemd 252 in the "
                  f"container): {match.group(1)}")
-    assert float(match.group(1)) <= 3.0, out
+    assert float(match.group(1)) <= 2.0, out
 
 
 def test_each_task_runs_in_a_fresh_process_on_every_instance(fresh: Host) -> None:
