@@ -9,6 +9,7 @@ inline. ``fit`` picks: one message if it fits, a few split parts, else the attac
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 MAX_CONTENT = 2000
@@ -44,40 +45,62 @@ def _reopen(fence_line: str) -> str:
     return FENCE + (rest if _LANG.fullmatch(rest) else "")
 
 
-def _pieces(line: str, budget: int) -> list[str]:
-    """LINE cut into pieces of at most BUDGET characters, at the last space where possible."""
-    out: list[str] = []
-    while len(line) > budget:
-        cut = line.rfind(" ", budget // 2, budget)
-        cut = cut + 1 if cut > 0 else budget
-        out.append(line[:cut])
-        line = line[cut:]
-    out.append(line)
-    return out
+def _pieces(line: str, budget: int) -> Iterator[str]:
+    """LINE cut into pieces of at most BUDGET characters, at the last space where possible.
+    Linear in the line's length: offsets move, the rest of the line is never copied."""
+    start, end = 0, len(line)
+    while end - start > budget:
+        cut = line.rfind(" ", start + budget // 2, start + budget)
+        cut = cut + 1 if cut > start else start + budget
+        yield line[start:cut]
+        start = cut
+    yield line[start:] if start else line
+
+
+# str.splitlines()'s line boundaries, found one at a time (a lazy splitlines(keepends=True))
+_LINE_END = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _lines(text: str) -> Iterator[str]:
+    pos = 0
+    for match in _LINE_END.finditer(text):
+        yield text[pos:match.end()]
+        pos = match.end()
+    if pos < len(text):
+        yield text[pos:]
 
 
 def split(text: str, limit: int = MAX_CONTENT) -> list[str]:
     """TEXT in parts of at most LIMIT characters, cut at line boundaries (a longer line at a
     space, else anywhere). Code blocks stay valid in every part. Only whitespace-only parts
-    are dropped (Discord refuses empty messages)."""
+    are dropped (Discord refuses empty messages). Linear in the text's length."""
+    return list(_parts(text, limit))
+
+
+def _parts(text: str, limit: int) -> Iterator[str]:
+    """The parts of ``split``, one at a time (``head`` needs only the first)."""
     if limit < 100:
         raise ValueError("limit must be at least 100 characters")
     if len(text) <= limit:
-        return [text] if text.strip() else []
-    parts: list[str] = []
-    cur = ""
+        if text.strip():
+            yield text
+        return
+    cur: list[str] = []      # the pieces of the part being built, and their total length
+    size = 0
     fence: str | None = None  # the reopening fence while inside a code block
 
-    def flush() -> None:
-        nonlocal cur
-        out = cur
+    def flush() -> str | None:
+        nonlocal cur, size
+        out = "".join(cur)
         if fence is not None:
             out += ("" if out.endswith("\n") else "\n") + FENCE
+        cur = [fence + "\n"] if fence is not None else []
+        size = len(cur[0]) if cur else 0
         if out.strip() and out.strip() != (fence or "").strip() + "\n" + FENCE:
-            parts.append(out)
-        cur = fence + "\n" if fence is not None else ""
+            return out
+        return None
 
-    for line in text.splitlines(keepends=True):
+    for line in _lines(text):
         prefix = len(fence) + 1 if fence is not None else 0
         budget = max(limit - prefix - len(FENCE) - 1, limit // 2)
         for piece in _pieces(line, budget):
@@ -85,18 +108,22 @@ def split(text: str, limit: int = MAX_CONTENT) -> list[str]:
             if piece.count(FENCE) % 2:
                 after = None if fence is not None else _reopen(piece)
             closing = (len(FENCE) + (0 if piece.endswith("\n") else 1)) if after is not None else 0
-            if cur and len(cur) + len(piece) + closing > limit:
-                flush()
-            cur += piece
+            if size and size + len(piece) + closing > limit:
+                part = flush()
+                if part is not None:
+                    yield part
+            cur.append(piece)
+            size += len(piece)
             fence = after
-    flush()
-    return parts
+    part = flush()
+    if part is not None:
+        yield part
 
 
 def head(text: str, limit: int) -> str:
-    """The first lines of TEXT within LIMIT characters (a code block left open is closed)."""
-    parts = split(text, limit)
-    return parts[0] if parts else ""
+    """The first lines of TEXT within LIMIT characters (a code block left open is closed).
+    Reads only as much of TEXT as the first part needs."""
+    return next(_parts(text, limit), "")
 
 
 def with_attachment(text: str, filename: str = "output.md", preview: int = 1500,
