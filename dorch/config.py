@@ -1,21 +1,28 @@
 """Configuration: one TOML file, environment overrides, and where each value came from.
 
 Search order: ``--config PATH``, ``$DORCH_CONFIG``, the user config dir, ``/etc/dorch/config.toml``.
-The first file found is used; nothing found means built-in defaults. Every value remembers its
+The first file found is used; nothing found means built-in defaults. A service (run by systemd)
+reads ``--config`` or ``/etc/dorch/config.toml`` only: its home and environment are where an
+agent could plant a config. Every value remembers its
 source so ``dorch config show`` can explain it, and every mistake names the file and the key.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
+import logging
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dorch import paths
+
+log = logging.getLogger(__name__)
 
 EXIT_CONFIG = 78
 SYSTEM_CONFIG = Path("/etc/dorch/config.toml")
@@ -53,7 +60,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "discord": {
         "api_base": Key(str, DEFAULT_API_BASE, env="DORCH_DISCORD_API_BASE",
-                        help="REST base URL (proxies, the emulator)"),
+                        help="REST base URL (proxies, the emulator); https unless loopback"),
+        "allow_insecure_http": Key(bool, False, help="allow a plain-http api_base that is not "
+                                   "loopback (the bot token then crosses the network in clear)"),
         "guild_id": Key(_ID, 0),
         "task_channel": Key(_ID, 0),
         "results_channel": Key(_ID, 0),
@@ -178,6 +187,8 @@ def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | N
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found (given with --config)")
         return path
+    if paths.under_systemd():
+        return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
     env = os.environ.get("DORCH_CONFIG")
     if env:
         path = Path(env).expanduser()
@@ -336,6 +347,7 @@ def _check_relations(cfg: Config, where: str) -> None:
             f"lease_seconds ({w['lease_seconds']}), or leases expire between heartbeats"
         )
     _check_agent_secrets(cfg, where)
+    _check_discord_safety(cfg)
     if cfg.bus_kind == "discord":
         for key in ("guild_id", "task_channel", "results_channel", "pool_channel"):
             if not cfg.discord[key]:
@@ -379,3 +391,44 @@ def _check_agent_secrets(cfg: Config, where: str) -> None:
 
 def _canonical(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def _check_discord_safety(cfg: Config) -> None:
+    """[discord] token names a credential (never is one); api_base keeps the token encrypted."""
+    from dorch.secrets import discord_token_problems
+
+    name = str(cfg.discord["token"])
+    bare = name[4:].strip() if name.lower().startswith("bot ") else name
+    if not discord_token_problems(bare):  # its value is never shown: it is a secret
+        raise ConfigError(
+            f"{cfg.sources['discord.token']}: [discord] token: this is a token, not the name of a "
+            "credential. Put the credential's name there (e.g. \"discord-token\"), store the "
+            "token with `dorch token set discord-token` (`--systemd` for the services), and reset "
+            "it in the Developer Portal: it has been written where others may have read it"
+        )
+    url = str(cfg.discord["api_base"])
+    where = f"{cfg.sources['discord.api_base']}: [discord] api_base"
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConfigError(f"{where}: {url!r} is not an https:// URL (e.g. {DEFAULT_API_BASE})")
+    if _loopback(parts.hostname):
+        return
+    if not cfg.discord["allow_insecure_http"]:
+        raise ConfigError(
+            f"{where}: {url!r} is plain http to another machine: the bot token would cross the "
+            "network unencrypted. Use https://, or plain http only to a loopback address (the "
+            "emulator on 127.0.0.1); allow_insecure_http = true overrides this"
+        )
+    log.warning("[discord] api_base %s is plain http (allow_insecure_http = true): the bot token "
+                "crosses the network unencrypted", url)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

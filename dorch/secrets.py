@@ -195,7 +195,25 @@ def _backend() -> object:
             "no keyring backend available (no Secret Service on the D-Bus session bus: normal "
             "on a server)"
         )
+    plain = [b for b in getattr(backend, "backends", [backend]) if _plain_text(b)]
+    if plain and os.environ.get(ALLOW_PLAINTEXT_KEYRING) != "1":
+        raise KeyringUnavailable(
+            "no keyring backend available that keeps secrets encrypted: "
+            f"{type(plain[0]).__module__}.{type(plain[0]).__name__} stores them in plain text "
+            "(anyone who can read your files gets them), so dorch does not use it. Use a Secret "
+            "Service keyring, a systemd credential (`dorch token set NAME --systemd`) or "
+            f"$DORCH_SECRET_<NAME>; {ALLOW_PLAINTEXT_KEYRING}=1 allows it anyway"
+        )
     return backend
+
+
+ALLOW_PLAINTEXT_KEYRING = "DORCH_ALLOW_PLAINTEXT_KEYRING"
+
+
+def _plain_text(backend: object) -> bool:
+    """The keyrings.alt file backends: secrets in a file of the user's (plain, or under a
+    password nobody types on a server)."""
+    return type(backend).__module__.startswith(("keyrings.alt.file", "keyrings.alt.pyfs"))
 
 
 def backend_name() -> str:

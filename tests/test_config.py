@@ -1,5 +1,8 @@
 """Config: search order, environment overrides, provenance, one clear error (exit 78) per mistake."""
 
+import base64
+import logging
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,8 @@ from dorch.config import ConfigError
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("DORCH_CONFIG", "DORCH_POLL_INTERVAL", "DORCH_MAX_IDLE_TIME", "DORCH_WORKER_ID"):
+    for var in ("DORCH_CONFIG", "DORCH_POLL_INTERVAL", "DORCH_MAX_IDLE_TIME", "DORCH_WORKER_ID",
+                "INVOCATION_ID", "DORCH_DISCORD_API_BASE", "DORCH_TOKEN_NAME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("DORCH_CONFIG_DIR", str(tmp_path / "userconf"))
 
@@ -111,3 +115,81 @@ cheap = "openrouter/tiny"
     assert cfg.discord["allowed_submitters"] == [42, 43]
     assert cfg.values["executor.openclaw"]["path"] == "/opt/openclaw/bin/openclaw"
     assert cfg.models == {"cheap": "openrouter/tiny"}
+
+
+# -- a service reads /etc/dorch/config.toml only -------------------------------------------------
+
+def test_a_service_ignores_planted_user_and_env_configs(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent wrote ~/.config/dorch/config.toml in the service's home: the next worker ran
+    its argv. Under systemd only --config and /etc/dorch/config.toml count."""
+    planted = '[executor]\nkind = "command"\n[executor.command]\nargv = ["/tmp/evil"]\n'
+    write(tmp_path / "userconf" / "config.toml", planted)
+    monkeypatch.setenv("DORCH_CONFIG", str(write(tmp_path / "env.toml", planted)))
+    system = write(tmp_path / "etc" / "config.toml", '[executor]\nkind = "echo"\n')
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", system)
+    monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef")
+    cfg = config.load()
+    assert cfg.file == system and cfg.get("executor", "kind") == "echo"
+    system.unlink()
+    assert config.load().file is None  # built-in defaults, still not the planted file
+    pinned = write(tmp_path / "pinned.toml", '[executor]\nkind = "echo"\n')
+    assert config.load(pinned).file == pinned  # the unit's --config
+
+
+# -- config safety -------------------------------------------------------------------------------
+
+def looks_like_a_bot_token() -> str:
+    user = base64.urlsafe_b64encode(b"123456789012345678").decode().rstrip("=")
+    return f"{user}.GhJk3A.{'aB3_-' * 7}"
+
+
+@pytest.mark.parametrize("value", [looks_like_a_bot_token(), "Bot " + looks_like_a_bot_token()])
+def test_a_bot_token_in_place_of_its_name_is_refused_and_never_shown(
+        tmp_path: Path, value: str) -> None:
+    path = write(tmp_path / "c.toml", f'[discord]\ntoken = "{value}"\n')
+    with pytest.raises(ConfigError, match="this is a token, not the name of a credential") as exc:
+        config.load(path)
+    assert looks_like_a_bot_token() not in str(exc.value)
+    assert looks_like_a_bot_token()[:20] not in str(exc.value)
+
+
+def test_a_credential_name_is_fine(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", '[discord]\ntoken = "discord-token-2"\n')
+    assert config.load(path).discord["token"] == "discord-token-2"
+
+
+def test_the_cli_never_echoes_a_token_given_as_the_name(tmp_path: Path) -> None:
+    from tests.helpers import DORCH
+
+    path = write(tmp_path / "c.toml", f'[discord]\ntoken = "{looks_like_a_bot_token()}"\n')
+    out = subprocess.run([DORCH, "--config", str(path), "config", "show"], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 78
+    assert "this is a token" in out.stderr
+    assert looks_like_a_bot_token()[:20] not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("url", ["http://discord.example.com/api/v10",
+                                 "http://10.0.0.7:8080/api/v10", "ftp://discord.com/api",
+                                 "discord.com/api/v10"])
+def test_api_base_must_be_https(tmp_path: Path, url: str) -> None:
+    path = write(tmp_path / "c.toml", f'[discord]\napi_base = "{url}"\n')
+    with pytest.raises(ConfigError, match=r"\[discord\] api_base"):
+        config.load(path)
+
+
+@pytest.mark.parametrize("url", ["https://discord.com/api/v10", "http://127.0.0.1:5000/api/v10",
+                                 "http://localhost:8080/api/v10", "http://[::1]:80/api"])
+def test_api_base_https_or_loopback_is_fine(tmp_path: Path, url: str) -> None:
+    path = write(tmp_path / "c.toml", f'[discord]\napi_base = "{url}"\n')
+    assert config.load(path).discord["api_base"] == url
+
+
+def test_allow_insecure_http_overrides_with_a_warning(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path / "c.toml", '[discord]\napi_base = "http://proxy.lan/api/v10"\n'
+                 'allow_insecure_http = true\n')
+    with caplog.at_level(logging.WARNING, logger="dorch.config"):
+        assert config.load(path).discord["api_base"] == "http://proxy.lan/api/v10"
+    assert "unencrypted" in caplog.text

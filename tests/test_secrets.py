@@ -210,3 +210,31 @@ def test_discord_token_shape() -> None:
     assert "does not decode to a Discord user id" in problem(f"aGVsbG8.{middle}.{last}")
     assert "signature" in problem(f"{first}.{middle}.{last[:12]}")
     assert secrets.discord_token_bot_id("not-a-token") is None
+
+
+def test_a_plain_text_keyring_is_refused_unless_allowed(tmp_path: Path) -> None:
+    """keyrings.alt's PlaintextKeyring: keyring picks it on a headless box when installed."""
+    data = tmp_path / "data"
+    env = _clean_env(XDG_CONFIG_HOME=str(tmp_path), XDG_DATA_HOME=str(data),
+                     PYTHON_KEYRING_BACKEND="keyrings.alt.file.PlaintextKeyring")
+    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    env.pop(secrets.ALLOW_PLAINTEXT_KEYRING, None)
+    store = ("from dorch import secrets\n"
+             "try:\n"
+             "    print(secrets.keyring_set('agent-key', 'plain-secret-value-7'))\n"
+             "except secrets.KeyringUnavailable as exc:\n"
+             "    print('refused:', exc)\n")
+    out = _python(store, env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused:") and "plain text" in out.stdout
+    assert f"{secrets.ALLOW_PLAINTEXT_KEYRING}=1" in out.stdout
+    written = [p.read_text() for p in data.rglob("*") if p.is_file()]
+    assert not any("plain-secret-value-7" in w for w in written)
+
+    allowed = {**env, secrets.ALLOW_PLAINTEXT_KEYRING: "1"}
+    assert "refused" not in _python(store, allowed).stdout
+    # what was stored there anyway is not read back unless allowed
+    find = "from dorch import secrets\nprint(secrets.find_secret('agent-key'))\n"
+    assert "plain-secret-value-7" in _python(find, allowed).stdout
+    out = _python(find, env)
+    assert out.returncode == 0 and "plain-secret-value-7" not in out.stdout + out.stderr
