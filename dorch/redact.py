@@ -63,6 +63,8 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
         self._patterns: list[re.Pattern[str]] = []
+        self._heads: list[re.Pattern[str]] = []   # pieces of a value ending a line
+        self._tails: list[re.Pattern[str]] = []   # reversed values' pieces ending a reversed line
         self._lock = threading.Lock()
         for value in secrets:
             self.add(value)
@@ -79,6 +81,9 @@ class Redactor:
             forms = {f for s in self._secrets for f in _forms(s)}
             # longest first, so a value that contains another is hidden whole
             self._patterns = [_spaced(f) for f in sorted(forms, key=len, reverse=True)]
+            long = [s for s in self._secrets if len(s) > FRAGMENT]
+            self._heads = [_cut_piece(s) for s in long]
+            self._tails = [_cut_piece(s[::-1]) for s in long]
 
     def redact(self, text: str) -> str:
         """TEXT with every known secret, and every piece of one at a line's edge, as MARK."""
@@ -86,57 +91,25 @@ class Redactor:
             return text
         for pattern in self._patterns:
             text = pattern.sub(MARK, text)
-        for value in self._secrets:
-            if len(value) > FRAGMENT:
-                text = _edges(text, value)
+        for pattern in self._heads:
+            text = pattern.sub(MARK, text)
+        if self._tails:
+            # a piece starting a line is a reversed value's piece ending a line of the reversed text
+            backwards = text[::-1]
+            for pattern in self._tails:
+                backwards = pattern.sub(MARK[::-1], backwards)
+            text = backwards[::-1]
         return text
 
 
-def _edges(text: str, value: str) -> str:
-    """Hide pieces of VALUE left at line edges by a cut: its start ending a line (or the text),
-    its end starting one. Found from occurrences of their FRAGMENT outer characters."""
-    spans: list[tuple[int, int]] = []
-    head, tail = value[:FRAGMENT], value[-FRAGMENT:]
-    at = text.find(head)
-    while at >= 0:
-        end = at + _longest(text, value, at, forward=True)
-        if _LINE_END.match(text, end):
-            spans.append((at, end))
-        at = text.find(head, at + 1)
-    at = text.find(tail)
-    while at >= 0:
-        end = at + FRAGMENT
-        start = end - _longest(text, value, end, forward=False)
-        before = start
-        while before > 0 and text[before - 1] in " \t\r\f\v":
-            before -= 1
-        if before == 0 or text[before - 1] == "\n":
-            spans.append((start, end))
-        at = text.find(tail, at + 1)
-    if not spans:
-        return text
-    out, last = [], 0
-    for start, end in sorted(spans):
-        if end <= last:
-            continue
-        out += [text[last:max(start, last)], MARK]
-        last = end
-    out.append(text[last:])
-    return "".join(out)
-
-
-def _longest(text: str, value: str, at: int, forward: bool) -> int:
-    """The longest piece of VALUE (its start if FORWARD, else its end) that TEXT has starting
-    (ending) at AT, known to be at least FRAGMENT long. A binary search: a piece that matches
-    at length n matches at every shorter length too."""
-    low, high = FRAGMENT, len(value) - 1
-    while low < high:
-        mid = (low + high + 1) // 2
-        if text.startswith(value[:mid], at) if forward else text.endswith(value[-mid:], 0, at):
-            low = mid
-        else:
-            high = mid - 1
-    return low
+def _cut_piece(value: str) -> re.Pattern[str]:
+    """VALUE's first FRAGMENT or more characters where a line (or the text) ends. Possessive:
+    if the longest piece is not followed by a line's end, no shorter one is (a secret has no
+    whitespace), so each match attempt is one pass over at most len(VALUE) characters."""
+    rest = ""
+    for c in reversed(value[FRAGMENT:]):
+        rest = f"(?:{re.escape(c)}{rest})?+"
+    return re.compile(re.escape(value[:FRAGMENT]) + rest + r"(?=[ \t\r\f\v]*+(?:\n|\Z))")
 
 
 _known = Redactor()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets as random
 import uuid
 from pathlib import Path
@@ -15,15 +16,26 @@ import pytest
 from dorch.bus import State
 from dorch.process import EnvError, scrubbed_env
 from dorch.task import TaskSpec
-from tests.helpers import DorchHome, agent_command
+from tests.helpers import SUPPORT, DorchHome, agent_command
 from tests.secret_service import discord_token, secret_service  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def _agent(home: DorchHome, names: list[str]) -> None:
-    home.configure(executor={"kind": "command", "secrets": names},
+def _agent(home: DorchHome, names: list[str], isolation: str = "auto") -> None:
+    home.configure(executor={"kind": "command", "secrets": names, "isolation": isolation,
+                             "ro_paths": [str(SUPPORT)]},
                    executor__command={"argv": agent_command("leaking_agent.py")})
+
+
+def _needs_bwrap() -> None:
+    from dorch.sandbox import bwrap_works
+
+    problem = bwrap_works()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"{problem}: CI must install bubblewrap")
+        pytest.skip(problem)
 
 
 def _proof(home: DorchHome) -> dict[str, Any]:
@@ -37,20 +49,24 @@ def _queue_bytes(home: DorchHome) -> bytes:
 
 def _run_one(home: DorchHome, prompt: str, **env: str) -> tuple[str, str]:
     task = str(home.call("submit", TaskSpec(prompt), "test"))
-    proc = home.spawn_worker("1", **env, DORCH_ISOLATION="none")  # TEMP
+    proc = home.spawn_worker("1", **env)
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err
     return task, err
 
 
-def test_secrets_reach_the_agent_and_nothing_it_posts(home: DorchHome, tmp_path: Path) -> None:
+@pytest.mark.parametrize("isolation", ["bubblewrap", "none"])
+def test_secrets_reach_the_agent_and_nothing_it_posts(home: DorchHome, tmp_path: Path,
+                                                      isolation: str) -> None:
+    if isolation == "bubblewrap":
+        _needs_bwrap()
     api_key = "sk-ant-api03-" + random.token_urlsafe(60)
     gh_token = "ghp_" + random.token_hex(18)
     bot = discord_token()
     creds = tmp_path / "credentials"
     creds.mkdir()
     (creds / "GH_TOKEN").write_text(gh_token + "\n")  # as systemd's LoadCredentialEncrypted=
-    _agent(home, ["ANTHROPIC_API_KEY", "GH_TOKEN"])
+    _agent(home, ["ANTHROPIC_API_KEY", "GH_TOKEN"], isolation)
 
     # STOLEN: the bot token, as the agent found it (reversed: the prompt is in the queue too)
     task, log = _run_one(home, f"ANTHROPIC_API_KEY\nGH_TOKEN\nSTOLEN:{bot[::-1]}\n",
