@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.discord_bus.conftest import World, eventually
@@ -70,3 +71,22 @@ def test_an_unknown_route_stops_the_worker_with_78_naming_it(world: World) -> No
     assert fleet.exits[0][1] == 78, fleet.logs()
     assert f"GET /channels/{queue}/messages" in fleet.logs()
     assert "no such route" in fleet.logs() and "api_base" in fleet.logs()
+
+
+def test_the_lease_is_renewed_before_the_agent_starts_when_the_claim_was_slow(
+        make_world: Callable[..., World]) -> None:
+    # The case: with lease 20 s, claim to agent start reached 20 s (rate-limit waits),
+    # nothing renewed the lease before the first heartbeat (heartbeat_seconds after the agent
+    # started), and another worker's reaper ran the task again. Here every request takes 1 s,
+    # so the claim uses more than a heartbeat's worth of its lease.
+    world = make_world(worker={"lease_seconds": 8, "heartbeat_seconds": 1.5})
+    task_id = world.dorch("submit", "Summarise the design WORK=1").stdout.strip()
+    world.emu.set_faults(latency=1.0)
+    world.fleet(1)
+    done = world.dorch("result", task_id, "--wait", "--timeout", "90")
+    assert done.returncode == 0, done.stderr
+    agent_started = world.executions_log.stat().st_mtime
+    renewals = [r.time for r in world.emu.requests if r.method == "PATCH"
+                and r.path.startswith(f"/channels/{task_id}/messages/")]
+    assert renewals and renewals[0] < agent_started
+    assert len(world.executions()) == 1
