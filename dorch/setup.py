@@ -60,6 +60,7 @@ class Answers:
     pool_channel: int | None = None
     allowed_submitters: list[int] | None = None
     allowed_roles: list[int] | None = None
+    fleet_bots: list[int] | None = None  # a flag only: `dorch doctor` prints the bot's id
     token_name: str | None = None
     api_base: str | None = None
 
@@ -147,6 +148,8 @@ def raw_config(answers: Answers) -> dict[str, dict[str, Any]]:
         discord[key] = getattr(answers, key)
     discord["allowed_submitters"] = list(answers.allowed_submitters or [])
     discord["allowed_roles"] = list(answers.allowed_roles or [])
+    if answers.fleet_bots:
+        discord["fleet_bots"] = list(answers.fleet_bots)
     discord["token"] = answers.token_name or DEFAULT_TOKEN_NAME
     doc["discord"] = discord
     return doc

@@ -70,11 +70,14 @@ def doctor(config: ConfigOption = None, json_out: JsonOption = False) -> None:
     else:
         width = max(len(c.name) for c in checks)
         for c in checks:
-            typer.echo(f"{'ok  ' if c.ok else 'FAIL'}  {c.name:<{width}}  {c.detail}")
-            if not c.ok and c.fix:
+            label = "FAIL" if not c.ok else "warn" if c.warn else "ok  "
+            typer.echo(f"{label}  {c.name:<{width}}  {c.detail}")
+            if (not c.ok or c.warn) and c.fix:
                 typer.echo(f"      {'':<{width}}  fix: {c.fix}")
         failed = sum(not c.ok for c in checks)
-        typer.echo("all checks passed" if ok else f"{failed} check(s) failed")
+        warned = sum(c.ok and c.warn for c in checks)
+        typer.echo(("all checks passed" if ok else f"{failed} check(s) failed")
+                   + (f", {warned} warning(s)" if warned else ""))
     if not ok:
         raise typer.Exit(EXIT_CONFIG if checks[0].name == "token" and not checks[0].ok
                          else EXIT_FAILED)

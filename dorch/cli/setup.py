@@ -83,6 +83,10 @@ def setup(
     allowed_roles: Annotated[str | None, typer.Option(
         "--allowed-roles", help="Discord: role ids allowed to submit, comma-separated "
         "(default: none).", show_default=False)] = None,
+    fleet_bots: Annotated[str | None, typer.Option(
+        "--fleet-bots", help="Discord: user ids of the bots that run dorch workers, comma-"
+        "separated, the same on every host (`dorch doctor` prints this bot's id).",
+        show_default=False)] = None,
     token_name: Annotated[str | None, typer.Option(
         "--token-name", help="Discord: name of the secret holding the bot token "
         "(default: discord-token).", show_default=False)] = None,
@@ -132,6 +136,7 @@ def setup(
         pool_channel=_given("--pool-channel", pool_channel, logic.parse_id),
         allowed_submitters=_given("--allowed-submitters", allowed_submitters, logic.parse_ids),
         allowed_roles=_given("--allowed-roles", allowed_roles, logic.parse_ids),
+        fleet_bots=_given("--fleet-bots", fleet_bots, logic.parse_ids),
         token_name=_given("--token-name", token_name, _parse_token_name),
         api_base=api_base,
     )
@@ -264,8 +269,10 @@ def _live_check(session: _Session, config: Any, token: str) -> None:
         typer.echo(f"  FAIL discord: {exc}")
     else:
         for c in checks:
-            typer.echo(f"  {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
-            if not c.ok and c.fix:
+            warn = c.ok and getattr(c, "warn", False)
+            typer.echo(f"  {'FAIL' if not c.ok else 'warn' if warn else 'ok  '} {c.name}: "
+                       f"{c.detail}")
+            if (not c.ok or warn) and c.fix:
                 typer.echo(f"       fix: {c.fix}")
     if checks is not None and all(c.ok for c in checks):
         return

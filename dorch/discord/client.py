@@ -353,6 +353,12 @@ class DiscordClient:
         result: list[dict[str, Any]] = await self.request("GET", "/users/@me/guilds")
         return result
 
+    async def guild_roles(self, guild_id: int | str) -> list[dict[str, Any]]:
+        """The guild's roles, @everyone (id = the guild's) included, with their permissions."""
+        result: list[dict[str, Any]] = await self.request("GET", "/guilds/{guild_id}/roles",
+                                                          {"guild_id": guild_id})
+        return result
+
     async def get_member(self, guild_id: int | str, user_id: int | str) -> dict[str, Any]:
         result: dict[str, Any] = await self.request(
             "GET", "/guilds/{guild_id}/members/{user_id}", {"guild_id": guild_id, "user_id": user_id})

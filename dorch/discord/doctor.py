@@ -15,6 +15,7 @@ seeing the channel is confirmed by fetching it (403 50001 otherwise).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,7 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    warn: bool = False  # works, but unsafe or incomplete: the fix says what to change
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,8 +123,9 @@ async def diagnose(config: Config, token: str, **client_options: Any) -> list[Ch
         return await run_checks(config, client)
 
 
-async def run_checks(config: Config, client: DiscordClient) -> list[Check]:
-    """The checks of ``diagnose`` with a client the caller already has (the bus's preflight)."""
+async def run_checks(config: Config, client: DiscordClient, advice: bool = True) -> list[Check]:
+    """The checks of ``diagnose`` with a client the caller already has (the bus's preflight,
+    without ADVICE: the warnings that cost requests, such as who else may start threads)."""
     d = config.discord
     secret = d.get("token") or "discord-token"
     checks: list[Check] = []
@@ -147,6 +150,7 @@ async def run_checks(config: Config, client: DiscordClient) -> list[Check]:
                             f"{who} is not a bot account",
                             "" if me.get("bot") else "use a bot token (Developer Portal -> "
                             "Bot), never a user's token"))
+        checks.append(_fleet_check(config, user_id))
     try:
         app = await client.application()
     except errors.UnknownRoute as exc:
@@ -190,7 +194,81 @@ async def run_checks(config: Config, client: DiscordClient) -> list[Check]:
     for key, needed in NEEDED.items():
         checks.extend(await _check_channel(client, key, int(d.get(key) or 0), needed, base,
                                            guild_id, user_id, roles, invite))
+    if guild is not None and advice:
+        with contextlib.suppress(errors.DiscordHTTPError):
+            checks.append(await _thread_check(client, config, guild_id, user_id))
     return checks
+
+
+def _fleet_check(config: Config, user_id: int) -> Check:
+    """Is this bot one of ``[discord] fleet_bots``, the bots whose claims dorch believes?"""
+    fleet = {int(b) for b in config.discord.get("fleet_bots") or []}
+    add = f'fleet_bots = ["{user_id}", ...] in [discord], listing every bot that runs dorch ' \
+          "workers, the same on every host (`dorch setup --fleet-bots`)"
+    if not fleet:
+        return Check("fleet", True, f"[discord] fleet_bots is not set (this bot is id {user_id}): "
+                     "the bots of allowed_submitters are taken for the fleet", add, warn=True)
+    if user_id not in fleet:
+        return Check("fleet", True, f"this bot (id {user_id}) is not in [discord] fleet_bots: "
+                     "it may submit tasks if allowed, but its workers will not start",
+                     f'add "{user_id}" to fleet_bots on every host if it runs workers', warn=True)
+    return Check("fleet", True, f"this bot (id {user_id}) is one of {len(fleet)} fleet bots")
+
+
+async def _thread_check(client: DiscordClient, config: Config, guild_id: int,
+                        user_id: int) -> Check:
+    """Who outside the fleet may start threads in #task-queue: a thread on a task is how a
+    worker claims it, so anyone else's blocks the task (re-posted, then ❌ blocked)."""
+    d = config.discord
+    channel = await client.get_channel(int(d.get("task_channel") or 0))
+    fleet = {int(b) for b in d.get("fleet_bots") or d.get("allowed_submitters") or []}
+    fleet.add(user_id)
+    fleet_roles: set[int] = set()
+    for bot in sorted(fleet):
+        with contextlib.suppress(errors.NotFound):
+            fleet_roles.update(int(r) for r in (await client.get_member(guild_id, bot))["roles"])
+    found = thread_openers(await client.guild_roles(guild_id),
+                           channel.get("permission_overwrites") or [], guild_id=guild_id,
+                           fleet_roles=fleet_roles, fleet_users=fleet)
+    name = f"#{channel.get('name', 'task-queue')}"
+    label = f"threads in {name}"
+    if not found:
+        return Check(label, True, "only the fleet's bots may start threads or post in them")
+    return Check(
+        label, True, f"{', '.join(found)} may start threads or post in threads: each such "
+        "thread on a task blocks it (re-posted; the third time the task ends ❌ blocked)",
+        f"in {name}'s settings -> Permissions: deny Create Public Threads and Send Messages in "
+        "Threads to @everyone (and to the roles or members named), and allow both to the "
+        "fleet's bot role (or to each fleet bot)", warn=True)
+
+
+def thread_openers(roles: Sequence[dict[str, Any]], overwrites: Sequence[dict[str, Any]], *,
+                   guild_id: int, fleet_roles: set[int], fleet_users: set[int]) -> list[str]:
+    """@everyone, the roles and the members outside the fleet that may Create Public Threads
+    or Send Messages in Threads in a channel with OVERWRITES, by Discord's arithmetic (guild
+    permissions, then the channel's @everyone, role and member overwrites). Administrator
+    roles are left out: they may do anything anywhere."""
+    by_id = {(int(o.get("id", 0)), int(o.get("type", 0))): o for o in overwrites}
+
+    def apply(perms: int, o: dict[str, Any] | None) -> int:
+        return (perms & ~int(o.get("deny") or 0)) | int(o.get("allow") or 0) if o else perms
+
+    threads = CREATE_PUBLIC_THREADS | SEND_MESSAGES_IN_THREADS
+    everyone_base = next((int(r.get("permissions") or 0) for r in roles
+                          if int(r["id"]) == guild_id), 0)
+    everyone = apply(everyone_base, by_id.get((guild_id, 0)))
+    found = ["@everyone"] if everyone & threads else []
+    for role in roles:
+        rid = int(role["id"])
+        base = everyone_base | int(role.get("permissions") or 0)
+        if rid == guild_id or rid in fleet_roles or base & ADMINISTRATOR:
+            continue
+        perms = apply(apply(base, by_id.get((guild_id, 0))), by_id.get((rid, 0)))
+        if perms & threads and not everyone & threads:
+            found.append(f"role {role.get('name', rid)}")
+    found += [f"member {uid}" for (uid, kind), o in by_id.items()
+              if kind == 1 and uid not in fleet_users and int(o.get("allow") or 0) & threads]
+    return found
 
 
 def _unknown_route(client: DiscordClient, exc: errors.DiscordHTTPError,

@@ -39,10 +39,11 @@ def checks_for(emu: Emulator, tmp_path: Path, bot: str = "worker-1",
 def test_a_healthy_bot_passes_every_check(emulator: Emulator, tmp_path: Path) -> None:
     checks = checks_for(emulator, tmp_path)
     assert all(c.ok for c in checks.values()), [c for c in checks.values() if not c.ok]
-    assert list(checks) == ["token", "bot user", "message content intent", "guild",
+    assert list(checks) == ["token", "bot user", "fleet", "message content intent", "guild",
                             "[discord] task_channel", "permissions in #task-queue",
                             "[discord] results_channel", "permissions in #results",
-                            "[discord] pool_channel", "permissions in #worker-pool"]
+                            "[discord] pool_channel", "permissions in #worker-pool",
+                            "threads in #task-queue"]
     assert "Manage Messages" in checks["permissions in #task-queue"].detail
     assert not any(r.method != "GET" for r in emulator.requests)  # it only reads
 
@@ -127,7 +128,8 @@ def test_the_command_prints_a_fix_for_every_failure(make_emulator: MakeEmulator,
     assert done.returncode == 1, done.stderr
     fails = [ln for ln in done.stdout.splitlines() if ln.startswith("FAIL")]
     assert len(fails) == 2
-    assert done.stdout.count("fix: ") == 2
+    warnings = [ln for ln in done.stdout.splitlines() if ln.startswith("warn")]
+    assert done.stdout.count("fix: ") == len(fails) + len(warnings)
     assert "Create Public Threads" in done.stdout and "2 check(s) failed" in done.stdout
     assert token not in done.stdout + done.stderr
 
@@ -167,6 +169,53 @@ def test_an_unknown_route_is_named_and_every_other_check_still_runs(emulator: Em
     assert "GET /applications/@me" in checks["discord api"]["detail"]
     assert "api_base" in checks["discord api"]["fix"]
     assert [n for n, c in checks.items() if c["ok"]] == [
-        "token", "bot user", "guild", "[discord] task_channel", "permissions in #task-queue",
-        "[discord] results_channel", "permissions in #results", "[discord] pool_channel",
-        "permissions in #worker-pool"]
+        "token", "bot user", "fleet", "guild", "[discord] task_channel",
+        "permissions in #task-queue", "[discord] results_channel", "permissions in #results",
+        "[discord] pool_channel", "permissions in #worker-pool", "threads in #task-queue"]
+
+
+# -- the fleet and who else may start threads ------------------------------------------------------
+
+def test_the_command_names_this_bot_for_fleet_bots(emulator: Emulator, tmp_path: Path) -> None:
+    bot = emulator.config.bot("worker-2")
+    done = run_doctor(emulator, tmp_path, bot.token)
+    assert done.returncode == 0, done.stdout + done.stderr  # a warning, not a failure
+    (line,) = [ln for ln in done.stdout.splitlines() if ln.startswith("warn  fleet")]
+    assert f"this bot is id {bot.id}" in line
+    assert f'fleet_bots = ["{bot.id}", ...]' in done.stdout
+
+
+def test_the_command_warns_that_everyone_may_start_threads_on_tasks(emulator: Emulator,
+                                                                    tmp_path: Path) -> None:
+    # Discord's defaults (the emulator's too): @everyone may Create Public Threads anywhere
+    done = run_doctor(emulator, tmp_path, emulator.config.bot("worker-1").token, "--json")
+    assert done.returncode == 0, done.stderr
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    threads = checks["threads in #task-queue"]
+    assert threads["ok"] and threads["warn"]
+    assert threads["detail"].startswith("@everyone may start threads")
+    assert "deny Create Public Threads and Send Messages in Threads to @everyone" in threads["fix"]
+    assert "allow both to the fleet's bot role" in threads["fix"]
+
+
+def test_who_outside_the_fleet_may_start_threads() -> None:
+    guild, fleet_role, helpers, stranger = 100, 300, 400, 555
+    threads = doctor.CREATE_PUBLIC_THREADS | doctor.SEND_MESSAGES_IN_THREADS
+    roles = [{"id": str(guild), "name": "@everyone", "permissions": str(threads)},
+             {"id": str(fleet_role), "name": "dorch", "permissions": "0"},
+             {"id": str(helpers), "name": "helpers", "permissions": "0"},
+             {"id": "600", "name": "admins", "permissions": str(doctor.ADMINISTRATOR)}]
+    locked = [{"id": str(guild), "type": 0, "allow": "0", "deny": str(threads)},
+              {"id": str(fleet_role), "type": 0, "allow": str(threads), "deny": "0"}]
+
+    def who(overwrites: list[dict[str, Any]]) -> list[str]:
+        return doctor.thread_openers(roles, overwrites, guild_id=guild, fleet_roles={fleet_role},
+                                     fleet_users={200})
+
+    assert who([]) == ["@everyone"]  # Discord's default
+    assert who(locked) == []  # the fix: denied to @everyone, allowed to the fleet's role
+    assert who([*locked, {"id": str(helpers), "type": 0, "allow": str(doctor.CREATE_PUBLIC_THREADS),
+                          "deny": "0"}]) == ["role helpers"]
+    assert who([*locked, {"id": str(stranger), "type": 1,
+                          "allow": str(doctor.SEND_MESSAGES_IN_THREADS), "deny": "0"}]) == [
+        f"member {stranger}"]

@@ -173,6 +173,9 @@ class World:
             "results_channel": str(self.channel("results")),
             "pool_channel": str(self.channel("worker-pool")),
             "allowed_submitters": [str(b.id) for b in cfg.bots],
+            # the bots that run dorch (a "stranger" bot a test adds is not one of them)
+            "fleet_bots": [str(b.id) for b in cfg.bots
+                           if b.name in WORKER_BOTS or b.name == "submitter"],
             "allowed_roles": [str(r.id) for r in cfg.roles if r.name == "dorch-submitter"],
         }
         settings.update(discord or {})

@@ -56,7 +56,7 @@ from dorch.bus import (
     TaskView,
     WorkerView,
 )
-from dorch.bus.discord import formats
+from dorch.bus.discord import formats, trust
 from dorch.bus.discord.board import Board, parse_board
 from dorch.discord import errors
 from dorch.discord.client import START_THREAD, DiscordClient
@@ -89,7 +89,9 @@ REAP_BATCH = 10  # leases checked per poll at most
 PREFLIGHT_TTL = 3600.0  # s a passed permission check is trusted (per host and token)
 ATTACHMENT_CAP = 100_000  # bytes of text attachments a human's task may carry
 TASK_FILE_CAP = 8 << 20  # bytes of a task.md or result.md dorch writes (Discord takes 10 MiB)
-ROLE_TTL = 600.0  # s a member's roles are cached
+ROLE_TTL = 60.0  # s a member's roles are cached (a removed role stops tasks within a minute)
+SQUAT_LIMIT = 3  # threads started on a task by others before it ends ❌ blocked
+SQUATS_PER_ROUND = 5  # squatted tasks re-posted per reap at most
 KEPT_IGNORED = 1000  # message ids remembered as "already logged as ignored"
 DISCORD_EPOCH_MS = 1420070400000
 ARCHIVED_THREAD = 50083
@@ -108,6 +110,8 @@ _TEXT_EXTENSIONS = (".txt", ".md", ".markdown", ".rst", ".py", ".js", ".ts", ".j
 _UNREACHABLE = (errors.DiscordConnectionError, errors.ServerError, errors.RateLimited,
                 errors.CloudflareBan, errors.TooManyInvalidRequests)
 # Bot-written markers that are never a task, even if one lands in #task-queue.
+# Entries that keep the cursor before them: tasks to claim, and squatted tasks to re-post.
+_PENDING = ("queued", "stop", "squatted")
 _NOT_TASKS = (formats.RECEIPT, formats.RESULT, formats.SUMMARY, formats.BOARD, formats.REJECTED,
               formats.REQUEUE_NOTE, formats.DEAD_NOTE, formats.CANCELLED_QUEUED)
 
@@ -169,7 +173,7 @@ class _Entry:
     """A message of #task-queue as the poll classified it."""
 
     msg: dict[str, Any]
-    kind: str  # queued | stop (queued with a 🛑 to check) | running | done
+    kind: str  # queued | stop (queued with a 🛑 to check) | running | squatted | done
 
     @property
     def id(self) -> int:
@@ -206,6 +210,7 @@ class DiscordBus:
         self.outbox = Outbox(paths.private_dir() / "outbox.sqlite3")
         self.board = Board(client, self.pool_channel, self.guild, self.task_channel)
         self._me: int | None = None
+        self._fleet_cache: trust.Fleet | None = None
         self._fresh: tuple[float, list[_Entry]] | None = None
         self._polled_at = 0.0
         self._cdn: aiohttp.ClientSession | None = None
@@ -277,11 +282,21 @@ class DiscordBus:
             self._me = int(cached)
         return self._me
 
+    async def _fleet(self) -> trust.Fleet:
+        """The bots whose threads, receipts and notes dorch believes ([discord] fleet_bots)."""
+        if self._fleet_cache is None:
+            self._fleet_cache = trust.Fleet.from_config(self.config.discord, await self._me_id())
+        return self._fleet_cache
+
     async def _trusted(self, user: dict[str, Any]) -> bool:
-        """Whether dorch obeys USER: allowed_submitters, an allowed role, or this bot."""
+        """Whether dorch obeys USER: allowed_submitters, an allowed role, or a fleet bot."""
         uid = int(user["id"])
-        if uid in self.allowed_users or uid == await self._me_id():
+        if uid in self.allowed_users or (user.get("bot") and uid in await self._fleet()):
             return True
+        return await self._allowed_role(uid)
+
+    async def _allowed_role(self, uid: int) -> bool:
+        """Whether UID holds one of allowed_roles (roles cached ROLE_TTL on the host)."""
         if not self.allowed_roles:
             return False
         now = time.time()
@@ -325,7 +340,8 @@ class DiscordBus:
             return
         from dorch.discord.doctor import run_checks
 
-        failed = [c for c in await run_checks(self.config, self.client) if not c.ok]
+        failed = [c for c in await run_checks(self.config, self.client, advice=False)
+                  if not c.ok]
         if failed:
             if any(c.name == "token" for c in failed):
                 raise errors.Unauthorized(401, 0, "the bot token was rejected")
@@ -455,11 +471,19 @@ class DiscordBus:
         if msg.get("type", 0) not in _TASK_TYPES:
             return _Entry(msg, "done")
         author = msg.get("author") or {}
-        if not await self._trusted(author):
-            self._log_ignored(msg, "not in [discord] allowed_submitters or allowed_roles")
+        if trust.is_app_message(msg):  # webhooks and apps: their own id must be allowed
+            if not trust.sender_ids(msg) & self.allowed_users:
+                self._log_ignored(msg, "a webhook's or an app's message (its webhook or "
+                                       "application id is not in [discord] allowed_submitters)")
+                return _Entry(msg, "done")
+        elif not await self._trusted(author):
+            self._log_ignored(msg, "not in [discord] allowed_submitters, allowed_roles or "
+                                   "fleet_bots")
             return _Entry(msg, "done")
         thread = msg.get("thread")
         if thread:
+            if not (await self._fleet()).owns(thread):
+                return _Entry(msg, "squatted")  # a member's or a stranger's thread: no claim
             return _Entry(msg, "done" if _archived(thread) else "running")
         if author.get("bot") and any(p.match(msg.get("content") or "") for p in _NOT_TASKS):
             self._log_ignored(msg, "a dorch status or result post, not a task")
@@ -483,10 +507,10 @@ class DiscordBus:
             batch.sort(key=_msg_id)
             entries = [await self._classify(m) for m in batch]
             seen.extend(entries)
-            if len(batch) < PAGE or any(e.kind in ("queued", "stop") for e in entries):
+            if len(batch) < PAGE or any(e.kind in _PENDING for e in entries):
                 break
             cursor = _msg_id(batch[-1])  # a page of finished tasks: catch up
-        waiting = [e.id for e in seen if e.kind in ("queued", "stop")]
+        waiting = [e.id for e in seen if e.kind in _PENDING]
         # just before the oldest waiting task, else after everything seen
         new = min(waiting) - 1 if waiting else (seen[-1].id if seen else start)
         new = min(new, _snowflake_at(time.time() - CURSOR_MARGIN))
@@ -498,8 +522,10 @@ class DiscordBus:
                 key = str(e.id)
                 if e.kind == "running" and key not in running:
                     running[key] = _thread_created(e.msg["thread"]) + self.lease + REAP_GRACE
-                elif e.kind == "done":
+                    doc.setdefault("owners", {})[key] = trust.thread_owner(e.msg["thread"])
+                elif e.kind in ("done", "squatted"):
                     running.pop(key, None)
+                    (doc.get("owners") or {}).pop(key, None)
         self._polled_at = time.monotonic()
         self._fresh = (self._polled_at, seen)
         return seen
@@ -614,6 +640,16 @@ class DiscordBus:
             await self._react(old, formats.DEAD)
             await self._archive(old)
             return {"dead": old}
+        if p.get("blocked"):
+            error = p["blocked"]
+            await self._foreign_note(old, formats.rejected_note(error), _sub_nonce(item, "b"))
+            summary = f"{formats.FAILED} **rejected** · {self._link(old, old)} · {error}"
+            files = [File.text(formats.TASK_FILE, p["text"])] if p.get("text") else []
+            await self.client.create_message(self.results_channel, summary[:1900], files=files,
+                                             nonce=_sub_nonce(item, "s"))
+            with contextlib.suppress(errors.DiscordHTTPError):
+                await self._archive(old)
+            return {"blocked": old}
         if not p.get("orphan"):
             # A reaper that took this task as an orphan (this re-post was late: an outage, or
             # its worker died after winning) deleted the task message: it re-posts, not us.
@@ -623,15 +659,30 @@ class DiscordBus:
                 log.warning("task %s was re-queued by another worker meanwhile; dropping this "
                             "re-post", old)
                 return {"dropped": old}
-        header = formats.requeue_header(p["attempt"], self._link(old, old), p["verb"])
+        header = formats.requeue_header(p["attempt"], self._link(old, old), p["verb"],
+                                        p.get("squats", 0))
         post = formats.task_post(p["text"], header)
         new = await self.client.create_message(self.task_channel, post.content, files=post.files,
                                                nonce=item.nonce)
         note = formats.requeue_note(p["attempt"], self._link(new["id"]), p["why"])
+        if p.get("foreign"):  # the squatter's thread: it may be locked or gone
+            await self._foreign_note(old, note, _sub_nonce(item, "n"))
+            with contextlib.suppress(errors.DiscordHTTPError):
+                await self._archive(old)
+            return {"id": new["id"]}
         await self.client.create_message(old, note, nonce=_sub_nonce(item, "n"))
         await self._react(old, formats.REQUEUED)
         await self._archive(old)
         return {"id": new["id"]}
+
+    async def _foreign_note(self, thread: str, text: str, nonce: str) -> None:
+        """A note in a thread someone outside the fleet started: they may have locked or
+        deleted it, and that must not hold the outbox up (the note is for people)."""
+        try:
+            await self.client.create_message(thread, text, nonce=nonce)
+        except (errors.Forbidden, errors.NotFound, errors.BadRequest) as exc:
+            log.warning("could not post a note in thread %s (%s): %s", thread, type(exc).__name__,
+                        text.partition("\n")[0])
 
     async def _requeue(self, msg: dict[str, Any], source: str, attempt: int, why: str, *,
                        verb: str, handed_back: bool = False, limit: int | None = None,
@@ -663,6 +714,7 @@ class DiscordBus:
                             f"{TASK_FILE_CAP:,} bytes per task. Put the material where the "
                             "agent can read it and say where")
         with self._errors("submitting the task"):
+            await self._check_submitter()
             await self._drain()
             header = f"submitted by {formats.clean_name(submitter)}" if submitter else ""
             post = formats.task_post(spec.to_text(), header)
@@ -672,6 +724,34 @@ class DiscordBus:
         if response is None:
             return f"outbox-{item.id}"
         return str(response["id"])
+
+    async def _check_in_fleet(self) -> None:
+        """A worker whose bot is not in fleet_bots would see its own claims taken for squats
+        by the rest of the fleet: it does not start (exit 78)."""
+        configured = {int(b) for b in self.config.discord.get("fleet_bots") or []}
+        me = await self._me_id()
+        if configured and me not in configured:
+            raise BusConfigError(
+                f"this bot (user id {me}) is not in [discord] fleet_bots, so the fleet would not "
+                "believe its workers' claims. Add its id to fleet_bots on every host (`dorch "
+                "doctor` shows it), or run these workers with a fleet bot's token")
+
+    async def _check_submitter(self) -> None:
+        """Refuse to queue a task no worker would obey (exit 78) instead of letting it wait
+        for ever: this bot must be a fleet bot, an allowed submitter or hold an allowed role."""
+        try:
+            me = await self._me_id()
+        except _UNREACHABLE:
+            return  # Discord cannot say now: the outbox keeps the task, as for any outage
+        if me in self.allowed_users or me in trust.Fleet.from_config(self.config.discord):
+            return
+        if await self._allowed_role(me):
+            return
+        raise BusConfigError(
+            f"this bot (user id {me}) is not in [discord] fleet_bots or allowed_submitters and "
+            "holds no role of allowed_roles, so no worker would run its tasks. Add its id to "
+            "fleet_bots (if its workers are part of the fleet) or to allowed_submitters, on "
+            "every host of the fleet, then submit again")
 
     async def claim(self, worker: str, lease_seconds: float) -> Claim | None:
         with self._errors("looking for a task"):
@@ -869,9 +949,15 @@ class DiscordBus:
         """Poll (the claim that follows uses this page) and requeue tasks whose lease expired."""
         limit = self.max_attempts if max_attempts is None else max_attempts
         with self._errors("checking leases"):
+            await self._check_in_fleet()
             await self._preflight()
             await self._drain()
-            await self._poll()
+            entries = await self._poll()
+            squatted = [e for e in entries if e.kind == "squatted"][:SQUATS_PER_ROUND]
+            for entry in squatted:
+                await self._unsquat(entry.msg)
+            if squatted:
+                self._fresh = None  # the page changed: the claim polls again
             now = time.time()
             with self.state.locked() as doc:
                 back = float(doc.get("unreachable_at") or 0) > float(doc.get("reachable_at") or 0)
@@ -894,12 +980,56 @@ class DiscordBus:
                 reaped += await self._check(key, limit)
             return reaped
 
+    async def _user_label(self, user_id: int) -> str:
+        """``name (id N)`` of a guild member, for notes that say who did something."""
+        try:
+            member = await self.client.get_member(self.guild, user_id)
+            name = str((member.get("user") or {}).get("username") or "?")
+        except errors.NotFound:
+            name = "a former member"
+        return f"{formats.clean_name(name)} (id {user_id})"
+
+    async def _unsquat(self, msg: dict[str, Any]) -> None:
+        """A thread someone outside the fleet started on a task is no claim: take the task
+        back (deleting its message is the compare-and-set) and re-post it, same attempt, noted
+        in that thread; after SQUAT_LIMIT such threads it ends ❌ blocked, said in #results."""
+        mid = msg["id"]
+        fleet = await self._fleet()
+        squats = (formats.squats(msg.get("content") or "") if fleet.wrote(msg) else 0) + 1
+        try:
+            source, attempt = await self._source(msg)
+            refused = ""
+        except _Rejected as exc:
+            source, attempt, refused = msg.get("content") or "", 1, str(exc)
+        who = await self._user_label(trust.thread_owner(msg["thread"]))
+        try:
+            await self.client.delete_message(self.task_channel, mid)  # the compare-and-set
+        except errors.NotFound:
+            return  # another worker took it back first
+        payload: dict[str, Any] = {"old": mid, "text": source, "orphan": True, "foreign": True}
+        if refused or squats >= SQUAT_LIMIT:
+            error = refused or (
+                f"blocked by {who}: {squats} times a thread was started on this task by someone "
+                "outside dorch's fleet, so no worker could claim it. Deny Create Public Threads "
+                "and Send Messages in Threads in #task-queue to everyone but the fleet's bots "
+                "(`dorch doctor` shows how), then post the task again (task.md in #results)")
+            log.warning("task %s: %s", mid, error)
+            payload["blocked"] = error
+        else:
+            why = (f"a thread was started on it by {who}, not by a dorch worker (not a claim; "
+                   f"{squats} of {SQUAT_LIMIT} before it is given up)")
+            log.warning("task %s: %s; re-posting it", mid, why)
+            payload |= {"why": why, "verb": "re-posted", "attempt": attempt, "squats": squats}
+        item = self.outbox.put("requeue", payload)
+        await self._deliver(item)
+
     def _schedule(self, key: str, when: float | None) -> None:
         with self.state.locked() as doc:
             running = doc.setdefault("running", {})
             if when is None:
                 running.pop(key, None)
                 (doc.get("suspects") or {}).pop(key, None)
+                (doc.get("owners") or {}).pop(key, None)
             else:
                 running[key] = when
 
@@ -915,18 +1045,30 @@ class DiscordBus:
         except errors.NotFound:
             self._schedule(key, None)
             return 0
-        notes = sorted((m for m in notes if (m.get("author") or {}).get("bot")), key=_msg_id)
-        ends = (formats.RESULT, formats.REQUEUE_NOTE, formats.DEAD_NOTE, formats.REJECTED,
+        # Only the fleet's notes count, and only the claimer's receipt and result (trust.py):
+        # anyone else's marker in the thread is noise, however it reads.
+        fleet = await self._fleet()
+        with self.state.locked() as doc:
+            owner = (doc.get("owners") or {}).get(key)
+        if owner is None:
+            owner = trust.thread_owner(await self.client.get_channel(key))
+        thread = {"owner_id": owner}
+        notes = sorted(fleet.markers(notes), key=_msg_id)
+        ends = (formats.REQUEUE_NOTE, formats.DEAD_NOTE, formats.REJECTED,
                 formats.CANCELLED_QUEUED)
-        if any(p.match(m.get("content") or "") for m in notes for p in ends):
+        if any(p.match(m.get("content") or "") for m in notes for p in ends) or any(
+                formats.RESULT.match(m.get("content") or "") and fleet.owner_wrote(m, thread)
+                for m in notes):
             self._schedule(key, None)  # finished (perhaps still being marked)
             return 0
-        receipts = [(m, r) for m in notes if (r := formats.parse_receipt(m.get("content") or ""))]
+        receipts = [(m, r) for m in notes if fleet.owner_wrote(m, thread)
+                    and (r := formats.parse_receipt(m.get("content") or ""))]
         now = time.time()
         if receipts:
             receipt_msg, receipt = receipts[-1]
-            if receipt.lease_until + REAP_GRACE > now:
-                self._schedule(key, receipt.lease_until + REAP_GRACE)
+            until = trust.lease_cap(receipt.lease_until, receipt_msg, self.lease, now)
+            if until + REAP_GRACE > now:
+                self._schedule(key, until + REAP_GRACE)
                 return 0
             try:
                 msg = await self.client.get_message(self.task_channel, key)
@@ -943,7 +1085,7 @@ class DiscordBus:
                 return 0
             later = await self.client.list_messages(key, after=receipt_msg["id"], limit=50)
             if any(formats.RESULT.match(m.get("content") or "") for m in later
-                   if (m.get("author") or {}).get("bot")):
+                   if fleet.owner_wrote(m, thread)):
                 self._schedule(key, None)  # its holder finished just now: nothing to do
                 return 0
             why = (f"the lease of attempt {receipt.attempt} expired (worker {receipt.worker} "

@@ -46,6 +46,7 @@ ERROR_MAX = 300
 HEADER = "-# dorch · "
 
 _HEADER_ATTEMPT = re.compile(r"^-# dorch · attempt (\d+)\b")
+_HEADER_SQUATS = re.compile(r"^-# dorch · attempt \d+ · squatted (\d+)\b")
 _LINK = re.compile(r"https://discord\.com/channels/(\d+)/(\d+)/(\d+)")
 RECEIPT = re.compile(
     r"^🔒 claimed by \*\*(?P<worker>[^*\n]+)\*\* on (?P<host>[^ \n]+) · attempt "
@@ -118,8 +119,16 @@ def split_header(content: str) -> tuple[str, int]:
     return rest, int(found.group(1)) if found else 1
 
 
-def requeue_header(attempt: int, origin: str, why: str) -> str:
-    return f"attempt {attempt} · {why} from {origin}"
+def requeue_header(attempt: int, origin: str, why: str, squats: int = 0) -> str:
+    squatted = f"squatted {squats} · " if squats else ""
+    return f"attempt {attempt} · {squatted}{why} from {origin}"
+
+
+def squats(content: str) -> int:
+    """How many times threads from outside the fleet were started on this task before (the
+    header of a task dorch re-posted; only believed from a fleet bot)."""
+    found = _HEADER_SQUATS.match(content)
+    return int(found.group(1)) if found else 0
 
 
 # -- claim receipts -----------------------------------------------------------------------------

@@ -762,8 +762,12 @@ class World:
         everyone = {"id": str(guild_id), "name": "@everyone", "position": 0}
         roles = [everyone] + [{"id": str(r.id), "name": r.name, "position": i + 1}
                               for i, r in enumerate(self.config.roles)]
-        return [r | {"color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0,
-                     "permissions": "0", "icon": None, "unicode_emoji": None} for r in roles]
+        # @everyone holds what members get by default (Create Public Threads included, as on
+        # Discord); members' and bots' own permissions are set per member here
+        everyone["permissions"] = str(perms.DEFAULT_USER)
+        return [{"permissions": "0"} | r | {"color": 0, "hoist": False, "managed": False,
+                                            "mentionable": False, "flags": 0, "icon": None,
+                                            "unicode_emoji": None} for r in roles]
 
     def member_json(self, guild_id: int, user_id: int) -> dict[str, Any]:
         self.guild(guild_id)
