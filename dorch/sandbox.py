@@ -51,6 +51,10 @@ MONITOR_INTERVAL = 0.5     # s between two looks at the sandbox's processes
 DISK_INTERVAL = 2.0        # s between two walks of the workspace (longer if a walk is slow)
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
+# New user, mount (implied), IPC and PID namespaces; the network is shared. Not --unshare-all:
+# its uts and cgroup namespaces are refused by the worker unit (RestrictNamespaces=, to keep its
+# exposure at 2.0); under systemd ProtectHostname= already gives the service its own uts.
+NAMESPACES = ("--unshare-user", "--unshare-ipc", "--unshare-pid")
 
 
 @functools.cache
@@ -125,8 +129,7 @@ class Sandbox:
         env["HOME"] = self.home
         for name in ("TMPDIR", "TMP", "TEMP"):
             env.pop(name, None)
-        args = [self.bwrap, "--unshare-all", "--share-net", "--die-with-parent", "--new-session",
-                "--cap-drop", "ALL"]
+        args = [self.bwrap, *NAMESPACES, "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
         bound: list[str] = []
         for d in SYSTEM_DIRS:
             if os.path.islink(d):
@@ -197,8 +200,8 @@ def bwrap_works(bwrap: str = "bwrap") -> str:
         return "bwrap is not installed (Debian/Ubuntu: apt install bubblewrap)"
     try:
         done = subprocess.run(
-            [found, "--unshare-all", "--share-net", "--die-with-parent", "--ro-bind", "/", "/",
-             "true"], capture_output=True, text=True, timeout=30, check=False,
+            [found, *NAMESPACES, "--die-with-parent", "--ro-bind", "/", "/", "true"],
+            capture_output=True, text=True, timeout=30, check=False,
             env={"PATH": os.defpath})
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{found} does not run: {exc}"
