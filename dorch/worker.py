@@ -288,6 +288,7 @@ async def _main(config: Config, instance: str) -> int:
     bus = open_bus(config)
     try:
         sandbox = sandbox_from_config(config)
+        log.info("agent isolation: %s", sandbox.describe())
         executor = make_executor(config)
         worker = Worker(config, bus, executor, wid, sandbox)
         worker.agent_secrets = secrets

@@ -58,7 +58,9 @@ class DorchHome:
         base: dict[str, dict[str, Any]] = {
             "bus": {"kind": "local"},
             "local": {"path": str(self.queue)},
-            "executor": {"kind": "echo"},
+            # the stand-in agents write logs outside their workspace: no sandbox unless a test
+            # asks for one (tests/test_sandbox.py, tests/openclaw/test_openclaw_sandbox.py)
+            "executor": {"kind": "echo", "isolation": "none"},
             "worker": {"poll_interval": 0.1, "max_idle_time": 60, "heartbeat_seconds": 0.3,
                        "lease_seconds": 3, "stop_grace": 2, "log_level": "info",
                        "workspace_root": str(self.root / "workspaces")},
