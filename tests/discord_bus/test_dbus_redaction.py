@@ -45,3 +45,10 @@ def test_a_leaked_bot_token_is_posted_as_redacted(world: World) -> None:
     for text in posted + files + [fleet.logs()]:
         assert token not in text
         assert token[: len(token) // 2] not in text
+    # nor in anything dorch wrote on the host (outbox, host state, RESULT.md, logs), but for the
+    # token's own credential file and the agent's raw output in its workspace
+    written = [p for p in world.root.rglob("*") if p.is_file()
+               and "credentials" not in p.parts and ".dorch" not in p.parts]
+    assert any(p.name == "RESULT.md" for p in written)
+    assert any("outbox" in p.name for p in written)
+    assert [p for p in written if token.encode() in p.read_bytes()] == []
