@@ -406,6 +406,8 @@ class DiscordBus:
         attachments = msg.get("attachments") or []
         if (msg.get("author") or {}).get("bot"):
             body, attempt = formats.split_header(content)
+            if not (await self._fleet()).wrote(msg):
+                attempt = 1  # only the fleet re-posts tasks: another bot's "attempt 3" is a lie
             task_file = next((a for a in attachments if a.get("filename") == formats.TASK_FILE),
                              None)
             if task_file is not None:
@@ -1144,7 +1146,9 @@ class DiscordBus:
             if thread and _archived(thread):
                 return False
             await self.client.add_reaction(self.task_channel, msg["id"], formats.STOP)
-            if not thread:
+            # a thread only a fleet bot starts is a claim; another bot's 🛑 alone is enough:
+            # the first worker to pick the task cancels it
+            if not thread and await self._me_id() in trust.Fleet.from_config(self.config.discord):
                 await self._cancel_queued(msg, by="`dorch cancel`")
             return True
 
