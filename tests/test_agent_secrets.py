@@ -97,6 +97,12 @@ def test_secrets_reach_the_agent_and_nothing_it_posts(home: DorchHome, tmp_path:
             assert value[:len(value) // 2] not in where
         assert value.encode() not in queue
     assert "least safe" in log  # the environment warning, with the name only
+    # nothing else dorch wrote (host state, pacing, queue sidecars) holds a value either; the
+    # agent's raw output in its workspace's .dorch/ is the agent's own, kept for inspection
+    written = [p for p in home.root.rglob("*") if p.is_file()
+               and "credentials" not in p.parts and ".dorch" not in p.parts]
+    leaks = [p for p in written for v in (api_key, gh_token, bot) if v.encode() in p.read_bytes()]
+    assert leaks == []
 
 
 def test_the_bot_token_is_refused_as_an_agent_secret(home: DorchHome) -> None:
