@@ -185,3 +185,20 @@ def test_demo_runs_everything_with_nothing_configured(tmp_path: object) -> None:
     assert out.returncode == 0, out.stderr
     assert "6/6 tasks succeeded" in out.stdout
     assert "Write a sort function" in out.stdout
+
+
+def test_a_user_install_keeps_its_data_dir_private(home: DorchHome) -> None:
+    """`dorch up`/`dorch worker` as a user: the data dir (outbox, host state, pidfile) is 0700
+    even under a umask of 002 and when an older dorch left it group-writable."""
+    import os
+    import stat
+
+    data = home.root / "data"
+    data.mkdir(mode=0o775)
+    data.chmod(0o775)
+    home.configure(worker={"max_idle_time": 0.3})
+    out = subprocess.run(["sh", "-c", f"umask 002 && exec {DORCH} worker --instance 1"],
+                         env=home.env(), capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert not any(os.stat(p).st_mode & 0o002 for p in data.rglob("*"))

@@ -178,7 +178,7 @@ def test_a_worker_unit_runs_a_task_with_the_shipped_config(host: Host) -> None:
     assert view["worker"] == f"{HOST}-1"
     result = view["result"]
     assert isinstance(result, dict) and result["output"].strip() == "hello from the .deb"
-    assert h.sh("stat -c '%U %G' /var/lib/dorch/queue.sqlite3").split() == ["dorch", "dorch"]
+    assert h.sh("stat -c '%U %G' /var/lib/dorch/queue/queue.sqlite3").split() == ["dorch", "dorch"]
 
 
 def test_an_upgrade_restarts_running_workers_only_and_keeps_the_config(host: Host) -> None:
@@ -216,7 +216,7 @@ def test_purge_stops_workers_and_leaves_only_the_state_and_the_user(host: Host) 
     assert left == [], f"purge left files behind: {left}"
     assert [p for p in owned if p and p not in before and p in after] == []
     # Documented as kept: the queue (with its results) and the user that owns it.
-    assert h.sh(f"stat -c %U {KEPT}/queue.sqlite3").strip() == "dorch"
+    assert h.sh(f"stat -c %U {KEPT}/queue/queue.sqlite3").strip() == "dorch"
     assert h.sh("getent passwd dorch").startswith("dorch:")
     assert h.sh("ls /etc/systemd/system/dorch-workers.target.wants 2>&1 || true").strip().endswith(
         "No such file or directory")

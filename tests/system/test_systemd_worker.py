@@ -51,7 +51,7 @@ CONFIG = """\
 kind = "local"
 
 [local]
-path = "/var/lib/dorch/queue.sqlite3"
+path = "/var/lib/dorch/queue/queue.sqlite3"
 
 [worker]
 poll_interval = 0.2
@@ -172,7 +172,9 @@ def host(rootfs: Path, wheelhouse: Path, containers_dir: Path, token: str) -> It
         FACTS.append(f"dorch installed from the wheelhouse in {time.monotonic() - started:.1f} s")
         h.sh("chmod 755 /usr/local/bin/dorch-test-agent && mkdir -p " + RELEASE_DIR)
         h.sh("install -m 644 /root/units/dorch.sysusers.conf /usr/lib/sysusers.d/dorch.conf && "
-             "systemd-sysusers && install -m 644 /root/units/dorch-worker@.service "
+             "systemd-sysusers && install -m 644 /root/units/dorch.tmpfiles.conf "
+             "/usr/lib/tmpfiles.d/dorch.conf && systemd-tmpfiles --create dorch.conf && "
+             "install -m 644 /root/units/dorch-worker@.service "
              "/root/units/dorch-workers.target /etc/systemd/system/ && systemctl daemon-reload")
         c.write("/etc/dorch/config.toml", CONFIG)
         # The token never passes through argv or a plain file: stdin -> systemd-creds.
@@ -187,7 +189,7 @@ def fresh(host: Host) -> Iterator[Host]:
     """Every test starts with stopped workers, an empty queue and the good config."""
     host.sh("systemctl stop dorch-workers.target 'dorch-worker@*' && "
             "systemctl reset-failed 'dorch-worker@*' ; "
-            f"rm -f {RELEASE_DIR}/release-* /var/lib/dorch/queue.sqlite3*")
+            f"rm -f {RELEASE_DIR}/release-* /var/lib/dorch/queue/queue.sqlite3*")
     host.c.write("/etc/dorch/config.toml", CONFIG)
     yield host
 
