@@ -47,7 +47,8 @@ class DorchHome:
         return self.root / "queue.sqlite3"
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DORCH_", "NOTIFY_", "WATCHDOG_"))}
+        env = {k: v for k, v in os.environ.items()  # a test run by systemd is no service
+               if not k.startswith(("DORCH_", "NOTIFY_", "WATCHDOG_", "INVOCATION_ID"))}
         env.update(DORCH_CONFIG=str(self.config_path), DORCH_DATA_DIR=str(self.root / "data"),
                    DORCH_CONFIG_DIR=str(self.root / "userconf"))
         env.update(extra)
