@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import secrets as random
+import shutil
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -177,13 +179,28 @@ def test_token_set_then_a_worker_gives_it_to_its_agent(
     assert home.dorch("token", "get", name).returncode == 1
 
 
-def test_systemd_dropin_for_an_agent_secret_survives_a_reset() -> None:
-    """The drop-in of an agent secret sorts after those that reset the list (the bot token's)."""
+def test_token_set_systemd_for_an_agent_secret(home: DorchHome, tmp_path: Path) -> None:
+    """An encrypted credential and a drop-in that loads it, sorted after the drop-ins that reset
+    the list (the bot token's, the role's credential.conf), so that none of them drops it."""
     from dorch.credstore import Layout
 
-    agent = Layout("GH_TOKEN", None)
-    bot = Layout("discord-token", 2)
-    assert "LoadCredentialEncrypted=\n" not in agent.dropin()
-    assert "LoadCredentialEncrypted=\n" in bot.dropin()
-    assert agent.dropin_path.name > bot.dropin_path.name
-    assert agent.dropin_path.name > "credential.conf"  # the Ansible role's per-instance reset
+    if shutil.which("systemd-creds") is None or os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("needs root and systemd-creds (apt-get install systemd)")
+        pytest.skip("needs root and systemd-creds")
+    env = home.env(SYSTEMD_CREDENTIAL_SECRET=str(tmp_path / "host.key"))
+    store, units = tmp_path / "credstore.encrypted", tmp_path / "units"
+    value = "ghp_" + random.token_hex(18)
+    out = home.dorch("token", "set", "GH_TOKEN", "--systemd", "--credstore", str(store),
+                     "--unit-dir", str(units), "--write-dropin", input=value, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "[executor] secrets" in out.stdout and value not in out.stdout + out.stderr
+    back = subprocess.run(["systemd-creds", "decrypt", "--name=GH_TOKEN", str(store / "GH_TOKEN"),
+                           "-"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert back.stdout == value
+    dropin = units / "dorch-worker@.service.d" / "zz-agent-GH_TOKEN.conf"
+    text = dropin.read_text()
+    assert f"[Service]\nLoadCredentialEncrypted=GH_TOKEN:{store / 'GH_TOKEN'}\n" in text
+    assert "LoadCredentialEncrypted=\n" not in text  # adds to the list, never resets it
+    for resetting in (Layout("discord-token", 2).dropin_path.name, "credential.conf"):
+        assert dropin.name > resetting
