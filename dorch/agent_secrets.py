@@ -30,8 +30,11 @@ def load(config: Config) -> dict[str, str]:
         try:
             value = lookup_secret(name)
         except SecretNotFound as exc:
-            raise SecretError(f"[executor] secrets: the agent's secret {name!r} is missing, so "
-                              f"this worker does not start. {exc}") from None
+            raise SecretError(
+                f"[executor] secrets: the agent's secret {name!r} is missing, so this worker "
+                f"does not start. {exc}\nFor dorch-worker@ units: `sudo dorch token set {name} "
+                "--systemd --write-dropin && sudo systemctl daemon-reload` (the drop-in loads "
+                "the credential into every instance)") from None
         if bot is not None and value == bot:
             raise SecretError(
                 f"[executor] secrets: {name!r} holds the Discord bot token ([discord] token): "
