@@ -25,7 +25,7 @@ import base64
 import re
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 if TYPE_CHECKING:
@@ -131,5 +131,16 @@ def redact_result(result: Result) -> Result:
         result.output = redact(result.output)
         result.error = redact(result.error)
         result.stderr_tail = redact(result.stderr_tail)
-        result.usage = {k: redact(v) if isinstance(v, str) else v for k, v in result.usage.items()}
+        result.usage = _redact_data(result.usage)
     return result
+
+
+def _redact_data(data: Any) -> Any:
+    """DATA (JSON-like: what an executor parsed from the agent's report) with strings redacted."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {redact(str(k)): _redact_data(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_redact_data(v) for v in data]
+    return data

@@ -69,11 +69,12 @@ def test_result_fields_are_redacted() -> None:
 
     redact.register(KEY)
     result = Result(State.FAILED, output=f"here: {KEY}", error=f"agent exited: {KEY[:20]}",
-                    stderr_tail=f"{KEY[-12:]}\nbye", usage={"note": KEY, "tokens": 3})
+                    stderr_tail=f"{KEY[-12:]}\nbye",
+                    usage={"note": KEY, "tokens": 3, "models": [{"name": KEY}]})
     assert redact.redact_result(result) is result
     assert (result.output, result.error) == (f"here: {MARK}", f"agent exited: {MARK}")
     assert result.stderr_tail == f"{MARK}\nbye"
-    assert result.usage == {"note": MARK, "tokens": 3}
+    assert result.usage == {"note": MARK, "tokens": 3, "models": [{"name": MARK}]}
 
 
 @pytest.mark.timeout(60)
