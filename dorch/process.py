@@ -194,7 +194,7 @@ async def _wait_child(
     monitor = watcher = None
     if sandbox is not None:
         monitor = sandbox_mod.Monitor(proc.pid, sandbox.limits, cwd,
-                                      on_hit=lambda: _kill_tree(proc.pid))
+                                      on_hit=lambda: _kill_tree(proc.pid), scratch=sandbox.scratch)
         watcher = asyncio.ensure_future(monitor.run())
     timed_out = cancelled = False
     exited_by_itself = False

@@ -118,6 +118,11 @@ class Sandbox:
             return FALLBACK_HOME
         return os.path.normpath(home)
 
+    @property
+    def scratch(self) -> tuple[str, ...]:
+        """The sandbox's writable tmpfs mounts besides the workspace (gone after the task)."""
+        return ("/tmp", "/var/tmp", "/run", self.home) if self.mode == "bubblewrap" else ()
+
     def command(
         self, argv: Sequence[str], env: Mapping[str, str], workspace: Path,
         ro_paths: Iterable[str] = (), readable_in_captures: Iterable[Path] = (),
@@ -140,11 +145,11 @@ class Sandbox:
         resolv = os.path.realpath("/etc/resolv.conf")   # often a link into /run (systemd-resolved)
         if not any(_within(resolv, d) for d in bound) and os.path.exists(resolv):
             args += ["--ro-bind", resolv, resolv]
-        args += ["--proc", "/proc", "--dev", "/dev",
-                 "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/run"]
-        if self.limits.disk_mb:
-            args += ["--size", str(self.limits.disk_mb * 1024 * 1024)]
-        args += ["--tmpfs", self.home]
+        args += ["--proc", "/proc", "--dev", "/dev"]
+        for scratch in self.scratch:   # each sized (tmpfs is memory); the monitor sums them
+            if self.limits.disk_mb:
+                args += ["--size", str(self.limits.disk_mb * 1024 * 1024)]
+            args += ["--tmpfs", scratch]
         for path in (*program_prefixes(argv[0], env, self.hidden), *self.ro_paths, *ro_paths):
             path = os.path.abspath(os.path.expanduser(path))
             if not any(_within(path, d) for d in bound) and os.path.exists(path):
@@ -200,7 +205,8 @@ def bwrap_works(bwrap: str = "bwrap") -> str:
         return "bwrap is not installed (Debian/Ubuntu: apt install bubblewrap)"
     try:
         done = subprocess.run(
-            [found, *NAMESPACES, "--die-with-parent", "--ro-bind", "/", "/", "true"],
+            [found, *NAMESPACES, "--die-with-parent", "--cap-drop", "ALL", "--ro-bind", "/", "/",
+             "--proc", "/proc", "--tmpfs", "/tmp", "true"],   # what every sandbox needs
             capture_output=True, text=True, timeout=30, check=False,
             env={"PATH": os.defpath})
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -386,8 +392,10 @@ class Monitor:
     """Watches one running agent (the process tree under ``pid``) and the disk it uses; on a
     limit hit it kills the tree and keeps the error for the task's result."""
 
-    def __init__(self, pid: int, limits: Limits, workspace: Path, on_hit: Callable[[], None]) -> None:
+    def __init__(self, pid: int, limits: Limits, workspace: Path, on_hit: Callable[[], None],
+                 scratch: Sequence[str] = ()) -> None:
         self.pid = pid
+        self.scratch = scratch
         self.limits = limits
         self.workspace = workspace
         self.on_hit = on_hit
@@ -421,11 +429,29 @@ class Monitor:
                           "[executor] memory_mb)")
         elif lim.disk_mb and time.monotonic() >= self._next_disk:
             started = time.monotonic()
-            used = disk_usage(self.workspace)
+            used = disk_usage(self.workspace) + self._scratch_usage(tree)
             self._next_disk = time.monotonic() + max(DISK_INTERVAL, 10 * (time.monotonic() - started))
             if used > lim.disk_mb * 1024 * 1024:
-                self.error = (f"the agent hit the disk limit ({lim.disk_mb} MB in its workspace;"
-                              " [executor] disk_mb)")
+                self.error = (f"the agent hit the disk limit ({lim.disk_mb} MB in its workspace "
+                              "and temporary files; [executor] disk_mb)")
+
+
+    def _scratch_usage(self, tree: Sequence[int]) -> int:
+        """Bytes used in the sandbox's tmpfs mounts, seen through a sandboxed process's root
+        (one whose mounts are the sandbox's already: each of the size the sandbox gave it)."""
+        size = self.limits.disk_mb * 1024 * 1024
+        for pid in tree[1:]:
+            used = 0
+            try:
+                for path in self.scratch:
+                    st = os.statvfs(f"/proc/{pid}/root{path}")
+                    if st.f_blocks * st.f_frsize != size:
+                        raise OSError("not the sandbox's mount (yet)")
+                    used += (st.f_blocks - st.f_bfree) * st.f_frsize
+            except OSError:
+                continue
+            return used
+        return 0
 
 
 def disk_usage(root: Path, max_entries: int = 1_000_000) -> int:

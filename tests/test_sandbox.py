@@ -202,9 +202,11 @@ def test_each_limit_ends_the_task_with_its_error_and_the_next_task_runs(
                                   "[executor] max_processes)",
         "memory mem_mb=2000 hold=60": "the agent hit the memory limit (200 MB; [executor] "
                                       "memory_mb)",
-        "disk disk_mb=400 hold=60": "the agent hit the disk limit (100 MB in its workspace; "
-                                    "[executor] disk_mb)",
+        "disk disk_mb=400 hold=60": "the agent hit the disk limit (100 MB in its workspace "
+                                    "and temporary files; [executor] disk_mb)",
     }
+    if isolation == "bubblewrap":   # files in /tmp (a tmpfs: memory) count as well
+        cases["disk disk_mb=400 disk_dir=/tmp hold=60"] = cases["disk disk_mb=400 hold=60"]
     for prompt, error in cases.items():
         view, _, _ = run_task(home, prompt)
         assert view.state is State.FAILED, (prompt, view.result)
