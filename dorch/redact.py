@@ -35,7 +35,6 @@ MARK = "[redacted]"
 MIN_LENGTH = 4    # shorter values are not secrets worth blanking ordinary words for
 FRAGMENT = 8      # the shortest piece of a secret hidden at a line's or the text's edge
 _B64_MIN = 12     # shorter base64 cores would match by chance
-_LINE_END = re.compile(r"[ \t\r\f\v]*+(?:\n|\Z)")
 
 
 def _forms(value: str) -> set[str]:
@@ -53,8 +52,9 @@ def _forms(value: str) -> set[str]:
 
 
 def _spaced(form: str) -> re.Pattern[str]:
-    """FORM, also when whitespace or line breaks fall between any two of its characters."""
-    return re.compile(r"\s*+".join(re.escape(c) for c in form))
+    """FORM, also when whitespace or line breaks fall between any two of its characters (its
+    own whitespace, if any, counts as such: a possessive run would swallow it)."""
+    return re.compile(r"\s*+".join(re.escape(c) for c in form if not c.isspace()))
 
 
 class Redactor:

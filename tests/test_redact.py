@@ -86,3 +86,9 @@ def test_megabytes_of_near_misses_stay_cheap(r: Redactor) -> None:
         text = unit * (size // len(unit))
         out = r.redact(text)
         assert KEY not in out and BOT not in out
+
+
+def test_a_secret_with_spaces_is_found_too() -> None:
+    r = Redactor(["correct horse battery staple"])
+    assert r.redact("pw: correct horse battery staple!") == f"pw: {MARK}!"
+    assert r.redact("pw: correct horse\n  battery staple") == f"pw: {MARK}"
