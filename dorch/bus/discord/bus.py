@@ -38,7 +38,7 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -93,11 +93,13 @@ ROLE_TTL = 60.0  # s a member's roles are cached (a removed role stops tasks wit
 SQUAT_LIMIT = 3  # threads started on a task by others before it ends ❌ blocked
 SQUATS_PER_ROUND = 5  # squatted tasks re-posted per reap at most
 KEPT_IGNORED = 1000  # message ids remembered as "already logged as ignored"
+MAX_ROWS = 20  # board rows whose task `dorch status` looks up when it is not in the poll's page
 DISCORD_EPOCH_MS = 1420070400000
 ARCHIVED_THREAD = 50083
 BULK_TOO_OLD = 50034  # bulk delete refused: a message is older than 14 days
 _TASK_TYPES = (0, 19)  # default and reply messages; everything else is a system message
 _ATTACHMENT_SECTION = re.compile(r"\n\n--- [^\n]+ ---\n")
+_GAVE_UP = re.compile(r"gave up after attempt (\d+)")
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-yaml",
                "application/yaml", "application/toml", "application/javascript")
 _TEXT_EXTENSIONS = (".txt", ".md", ".markdown", ".rst", ".py", ".js", ".ts", ".json", ".yaml",
@@ -148,6 +150,59 @@ def _thread_created(thread: dict[str, Any]) -> float:
 
 def _archived(thread: dict[str, Any]) -> bool:
     return bool((thread.get("thread_metadata") or {}).get("archived"))
+
+
+def _requeued_to(notes: list[dict[str, Any]]) -> str | None:
+    """The next attempt's id a thread's (fleet) notes point to: its ♻️ note."""
+    for m in notes:
+        found = formats.REQUEUE_NOTE.match(m.get("content") or "")
+        if found and (parsed := formats.parse_link(found["link"])):
+            return parsed[2]
+    return None
+
+
+def _thread_started(notes: list[dict[str, Any]]) -> float | None:
+    return _epoch(notes[0].get("timestamp")) if notes else None
+
+
+def _ended(task: Task, notes: list[dict[str, Any]], worker: str, started: float | None,
+           url: str) -> TaskView | None:
+    """How a task ended, from a note in its thread (☠️ dead, ❌ rejected, 🛑 cancelled)."""
+    for m in notes:
+        content = m.get("content") or ""
+        at = _epoch(m.get("timestamp"))
+        if found := formats.DEAD_NOTE.match(content):
+            gave_up = _GAVE_UP.search(found["error"])
+            if gave_up:
+                task = replace(task, attempt=int(gave_up.group(1)))
+            return TaskView(task, State.DEAD, worker, started, at,
+                            Result(State.DEAD, error=found["error"]), url)
+        if found := formats.REJECTED.match(content):
+            return TaskView(task, State.FAILED, "", started, at,
+                            Result(State.FAILED, error=found["error"]), url)
+        if formats.CANCELLED_QUEUED.match(content):
+            return TaskView(task, State.CANCELLED, "", started, at,
+                            Result(State.CANCELLED, error="cancelled before it started"), url)
+    return None
+
+
+def _summaries(messages: list[dict[str, Any]]) -> list[tuple[State, str, str, Result, float, str]]:
+    """(state, task id, worker, result, finished at, link) of #results lines, newest first."""
+    out = []
+    for m in sorted(messages, key=_msg_id, reverse=True):
+        found = formats.SUMMARY.match(m.get("content") or "")
+        if not found:
+            continue
+        label = found["state"]
+        state = State.FAILED if label == "rejected" else State(label)
+        parsed = formats.parse_link(found["link"])
+        line = found["line"] or ""
+        result = Result(state, output=line if state is State.SUCCEEDED else "",
+                        error="" if state is State.SUCCEEDED else line or label,
+                        duration=float(found["duration"] or 0))
+        out.append((state, parsed[2] if parsed else "?", found["worker"] or "", result,
+                    _epoch(m.get("timestamp")), found["link"]))
+    return out
 
 
 def _is_text(attachment: dict[str, Any]) -> bool:
@@ -213,6 +268,7 @@ class DiscordBus:
         self._fleet_cache: trust.Fleet | None = None
         self._fresh: tuple[float, list[_Entry]] | None = None
         self._polled_at = 0.0
+        self._reported = False  # this process's task result was accepted (not fenced)
         self._cdn: aiohttp.ClientSession | None = None
         self._failures: dict[int, BaseException] = {}
         self._labels = {self.task_channel: "#task-queue ([discord] task_channel)",
@@ -662,7 +718,7 @@ class DiscordBus:
                             "re-post", old)
                 return {"dropped": old}
         header = formats.requeue_header(p["attempt"], self._link(old, old), p["verb"],
-                                        p.get("squats", 0))
+                                        p.get("squats", 0), p.get("submitter", ""))
         post = formats.task_post(p["text"], header)
         new = await self.client.create_message(self.task_channel, post.content, files=post.files,
                                                nonce=item.nonce)
@@ -701,6 +757,7 @@ class DiscordBus:
             payload = {"old": old, "text": source, "why": why, "verb": verb,
                        "attempt": attempt if handed_back else attempt + 1}
         payload["orphan"] = orphan
+        payload["submitter"] = self._submitter(msg)
         item = self.outbox.put("requeue", payload)
         await self._deliver(item)
 
@@ -923,8 +980,10 @@ class DiscordBus:
         if response is None:
             log.warning("task %s: the result waits in the outbox (%s) until Discord answers",
                         claim.task.id, self.outbox.path)
+            self._reported = True
             return True
-        return not response.get("fenced")
+        self._reported = not response.get("fenced")
+        return self._reported
 
     async def release(self, claim: Claim) -> None:
         """Hand the task back (worker stopping): same attempt, re-posted at the queue's end."""
@@ -1179,17 +1238,39 @@ class DiscordBus:
 
     async def _next_attempt(self, tid: str) -> str | None:
         """The id of the attempt a task's thread points to (its ♻️ note), if any."""
+        return _requeued_to(await self._thread_notes(tid))
+
+    async def _thread_notes(self, tid: str) -> list[dict[str, Any]]:
+        """The fleet's messages in thread TID, oldest first (none if there is no thread)."""
         try:
             notes = await self.client.list_messages(tid, after=0, limit=100)
         except errors.NotFound:
-            return None
-        for m in sorted(notes, key=_msg_id):
-            found = formats.REQUEUE_NOTE.match(m.get("content") or "")
-            if found and (m.get("author") or {}).get("bot"):
-                parsed = formats.parse_link(found["link"])
-                if parsed:
-                    return parsed[2]
-        return None
+            return []
+        fleet = await self._fleet()
+        return sorted(fleet.markers(notes), key=_msg_id)
+
+    def _submitter(self, msg: dict[str, Any]) -> str:
+        """Who submitted the task MSG carries: a task dorch posted says so in its header, a
+        person's task is theirs."""
+        author = msg.get("author") or {}
+        if author.get("bot"):
+            return formats.submitter_of(msg.get("content") or "")
+        return str(author.get("username") or "")
+
+    def _task_of(self, msg: dict[str, Any], task_id: str = "") -> Task:
+        """The task MSG carries, as shown (no downloads). A person may edit a task after a
+        worker took it: the text shown then is the start of the one that ran (the thread's
+        name), marked, never the edited text as if it had run."""
+        spec, attempt = self._view_spec(msg)
+        thread = msg.get("thread")
+        edited = _epoch(msg.get("edited_timestamp"))
+        if thread and edited and edited > _thread_created(thread) > 0 \
+                and not (msg.get("author") or {}).get("bot"):
+            ran = str(thread.get("name") or "").partition(": ")[2]
+            spec = TaskSpec(f"{ran}… (edited after it started; the text that ran began so)",
+                            spec.model, spec.thinking)
+        return Task(task_id or str(msg["id"]), spec, attempt, self._submitter(msg),
+                    _epoch(msg.get("timestamp")))
 
     def _resolve_outbox(self, task_id: str) -> str | None:
         if not task_id.startswith("outbox-"):
@@ -1210,22 +1291,29 @@ class DiscordBus:
                     spec = TaskSpec("(waiting in this host's outbox for Discord)")
                     return TaskView(Task(task_id, spec), State.QUEUED)
                 return None
+            origin: Task | None = None  # the first attempt: who submitted it, and when
             for _ in range(self.max_attempts * 3 + 3):
+                url = self._link(tid)
                 try:
                     msg = await self.client.get_message(self.task_channel, tid)
                 except errors.NotFound as exc:
                     if exc.code != errors.UNKNOWN_MESSAGE:
                         raise
-                    nxt = await self._next_attempt(tid)  # deleted by a reaper (orphan)
+                    # deleted by a reaper (an orphan) or taken back from a squatter: its
+                    # thread says where the task went, or how it ended
+                    notes = await self._thread_notes(tid)
+                    nxt = _requeued_to(notes)
                     if nxt is None:
-                        return None
+                        gone = origin or Task(task_id, TaskSpec("(its message was deleted)"))
+                        return _ended(gone, notes, "", _thread_started(notes), url)
                     tid = nxt
                     continue
-                spec, attempt = self._view_spec(msg)
-                task = Task(task_id, spec, attempt,
-                            str((msg.get("author") or {}).get("username", "")),
-                            _epoch(msg.get("timestamp")))
-                url = self._link(tid)
+                task = self._task_of(msg, task_id)
+                if origin is None:
+                    origin = task
+                else:
+                    task = replace(task, submitter=task.submitter or origin.submitter,
+                                   submitted_at=origin.submitted_at)
                 thread = msg.get("thread")
                 if not thread:
                     if await self._stopped(msg):
@@ -1241,15 +1329,15 @@ class DiscordBus:
 
     async def _read_thread(self, task: Task, tid: str, thread: dict[str, Any],
                            url: str) -> TaskView | str:
-        """The task's state from its thread, or the id of its next attempt."""
-        notes = await self.client.list_messages(tid, after=0, limit=100)
-        notes = sorted((m for m in notes if (m.get("author") or {}).get("bot")), key=_msg_id)
+        """The task's state from its thread, or the id of its next attempt. Only the fleet's
+        notes count, and only the claimer's receipt and result."""
+        fleet = await self._fleet()
+        notes = await self._thread_notes(tid)
         started = _thread_created(thread)
         receipt: formats.Receipt | None = None
         for m in notes:
-            content = m.get("content") or ""
-            parsed = formats.parse_result(content)
-            if parsed is not None:
+            parsed = formats.parse_result(m.get("content") or "")
+            if parsed is not None and fleet.owner_wrote(m, thread):
                 result, worker = parsed
                 for att in m.get("attachments") or []:
                     if att.get("filename") == formats.RESULT_FILE:
@@ -1260,24 +1348,19 @@ class DiscordBus:
                                            f"read it in its thread: {url}") from None
                 return TaskView(task, result.state, worker, started, _epoch(m.get("timestamp")),
                                 result, url)
+        nxt = _requeued_to(notes)
+        if nxt is not None:
+            return nxt
         for m in notes:
-            content = m.get("content") or ""
-            if (found := formats.REQUEUE_NOTE.match(content)) and (
-                    parsed_link := formats.parse_link(found["link"])):
-                return parsed_link[2]
-            if found := formats.DEAD_NOTE.match(content):
-                return TaskView(task, State.DEAD, receipt.worker if receipt else "", started,
-                                _epoch(m.get("timestamp")), Result(State.DEAD,
-                                                                   error=found["error"]), url)
-            if found := formats.REJECTED.match(content):
-                return TaskView(task, State.FAILED, "", started, _epoch(m.get("timestamp")),
-                                Result(State.FAILED, error=found["error"]), url)
-            if formats.CANCELLED_QUEUED.match(content):
-                return TaskView(task, State.CANCELLED, "", started, _epoch(m.get("timestamp")),
-                                Result(State.CANCELLED, error="cancelled before it started"),
-                                url)
-            receipt = formats.parse_receipt(content) or receipt
-        return TaskView(task, State.RUNNING, receipt.worker if receipt else "", started, url=url)
+            if fleet.owner_wrote(m, thread):
+                receipt = formats.parse_receipt(m.get("content") or "") or receipt
+        worker = receipt.worker if receipt else ""
+        ended = _ended(task, notes, worker, started, url)
+        if ended is not None:
+            return ended
+        if not fleet.owns(thread):  # a squatter's thread: no claim, the task waits
+            return TaskView(task, State.QUEUED, url=url)
+        return TaskView(task, State.RUNNING, worker, started, url=url)
 
     async def status(self, recent: int = 10) -> Status:
         """The queue as Discord shows it (finished counts: the last 100 results), and what waits
@@ -1289,53 +1372,104 @@ class DiscordBus:
                 entries = await self._poll()
                 summaries = await self.client.list_messages(self.results_channel, limit=100)
                 board = await self.client.list_messages(self.pool_channel, limit=100)
+                fleet = await self._fleet()
+                workers = parse_board(fleet.markers(board))
+                done = _summaries(fleet.markers(summaries))
+                shown = ([d for d in done if d[0] is not State.DEAD][:recent]
+                         + [d for d in done if d[0] is State.DEAD][:recent])
+                page = {str(e.id): e for e in entries}
+                rows = {w.task_id: w for w in workers if w.state == "RUNNING" and w.task_id}
+                elsewhere = [t for t in rows if not (t in page and page[t].kind == "running")]
+                msgs = await self._task_messages(
+                    [d[1] for d in shown] + [t for t in elsewhere if t not in page][:MAX_ROWS],
+                    {t: e.msg for t, e in page.items()},
+                    min((e.id for e in entries), default=None))
         except BusConfigError:
             raise
         except BusError as exc:
             return Status({s.value: 0 for s in State}, [], [], [], [],
                           deliveries=self.deliveries(), error=str(exc))
-        workers = parse_board(board)
-        by_task = {w.task_id: w for w in workers if w.state == "RUNNING" and w.task_id}
         counts = {s.value: 0 for s in State}
         running: list[TaskView] = []
         for e in entries:
-            if e.kind in ("queued", "stop"):
+            if e.kind in _PENDING:
                 counts["queued"] += 1
             elif e.kind == "running":
-                spec, attempt = self._view_spec(e.msg)
-                task = Task(str(e.id), spec, attempt,
-                            str((e.msg.get("author") or {}).get("username", "")),
-                            _epoch(e.msg.get("timestamp")))
-                holder = by_task.pop(str(e.id), None)
-                running.append(TaskView(task, State.RUNNING, holder.worker if holder else "",
+                holder = rows.get(str(e.id))
+                running.append(TaskView(self._task_of(e.msg), State.RUNNING,
+                                        holder.worker if holder else "",
                                         _thread_created(e.msg["thread"]), url=self._link(e.id)))
-        for task_id, holder in by_task.items():  # running, but older than this poll's page
-            running.append(TaskView(Task(task_id, TaskSpec("(see the thread)")), State.RUNNING,
-                                    holder.worker, holder.updated_at, url=self._link(task_id)))
+        for task_id in elsewhere:
+            # a board row RUNNING whose task is not running in this poll's page: running
+            # still (an older task), or the row of a worker that died (lost once reaped)
+            holder = rows[task_id]
+            if task_id not in msgs:  # more rows than were looked up: as the board says
+                running.append(TaskView(Task(task_id, TaskSpec("(see the thread)")),
+                                        State.RUNNING, holder.worker, holder.updated_at,
+                                        url=self._link(task_id)))
+                continue
+            msg = msgs[task_id]
+            thread = (msg or {}).get("thread")
+            if msg is not None and thread and not _archived(thread) and fleet.owns(thread):
+                running.append(TaskView(self._task_of(msg), State.RUNNING, holder.worker,
+                                        _thread_created(thread), url=self._link(task_id)))
+                continue
+            reaped = msg is None or any(_reaction(msg, mark) for mark in
+                                        (formats.REQUEUED, formats.DEAD))
+            if reaped or time.time() - holder.updated_at > self.lease + REAP_GRACE:
+                holder.state = "LOST"
         counts["running"] = len(running)
+        for state, *_ in done:
+            counts[state.value] += 1
         finished: list[TaskView] = []
         dead: list[TaskView] = []
-        for m in sorted(summaries, key=_msg_id, reverse=True):
-            if not (m.get("author") or {}).get("bot"):
-                continue
-            found = formats.SUMMARY.match(m.get("content") or "")
-            if not found:
-                continue
-            label = found["state"]
-            state = State.FAILED if label == "rejected" else State(label)
-            counts[state.value] += 1
-            parsed = formats.parse_link(found["link"])
-            line = found["line"] or ""
-            result = Result(state, output=line if state is State.SUCCEEDED else "",
-                            error="" if state is State.SUCCEEDED else line or label,
-                            duration=float(found["duration"] or 0))
-            view = TaskView(Task(parsed[2] if parsed else "?", TaskSpec(line or label)), state,
-                            found["worker"] or "", None, _epoch(m.get("timestamp")), result,
-                            found["link"])
+        for state, task_id, worker, result, finished_at, link in shown:
+            msg = msgs.get(task_id)
+            if msg is not None:
+                task = self._task_of(msg)
+                thread = msg.get("thread")
+                started = _thread_created(thread) if thread else None
+            else:
+                gave_up = _GAVE_UP.search(result.error)
+                task = Task(task_id, TaskSpec("(its message was deleted)"),
+                            int(gave_up.group(1)) if gave_up else 1)
+                started = None
+            view = TaskView(task, state, worker, started, finished_at, result, link)
             (dead if state is State.DEAD else finished).append(view)
         return Status(counts=counts, running=sorted(running, key=lambda v: v.started_at or 0),
-                      recent=finished[:recent], dead=dead[:recent], workers=workers,
+                      recent=finished, dead=dead, workers=workers,
                       deliveries=self.deliveries())
+
+    async def _task_messages(self, ids: list[str], known: dict[str, dict[str, Any]],
+                             page_start: int | None) -> dict[str, dict[str, Any] | None]:
+        """The task messages of IDS (None: deleted): from KNOWN (the poll's page, which starts
+        at PAGE_START), then one page of #task-queue before the newest of them, then one by
+        one."""
+        found: dict[str, dict[str, Any] | None] = {}
+        wanted = []
+        for tid in dict.fromkeys(ids):
+            if tid in known:
+                found[tid] = known[tid]
+            elif page_start is not None and tid.isdigit() and int(tid) > page_start:
+                found[tid] = None  # within the page, yet not in it: deleted
+            elif tid.isdigit():
+                wanted.append(tid)
+        if wanted:
+            before = max(int(t) for t in wanted) + 1
+            for m in await self.client.list_messages(self.task_channel, before=before,
+                                                     limit=PAGE):
+                if m["id"] in wanted:
+                    found[m["id"]] = m
+        for tid in wanted:
+            if tid in found:
+                continue
+            try:
+                found[tid] = await self.client.get_message(self.task_channel, tid)
+            except errors.NotFound as exc:
+                if exc.code != errors.UNKNOWN_MESSAGE:
+                    raise
+                found[tid] = None
+        return found
 
     async def clear(self) -> int:
         """Delete every task nobody claimed yet: bulk deletes for messages younger than 14
@@ -1377,6 +1511,8 @@ class DiscordBus:
             return len(waiting)
 
     async def report_worker(self, view: WorkerView) -> None:
+        if view.tasks_done and not self._reported:  # fenced, lost or handed back: not done
+            view = replace(view, tasks_done=0)
         self.board.report(view, paths.worker_state_dir(view.worker))
 
     async def close(self) -> None:

@@ -376,10 +376,10 @@ class Emulator:
                                                 if h in request.headers})
         try:
             response = await self._answer(request, prefix, raw_path, record)
-        except ConnectionResetError:
+        except ConnectionResetError:  # the connection was dropped on purpose (a fault)
             record.status = 0
             self._finish(record, started)
-            raise
+            return web.Response(status=204)  # never sent: aiohttp finds the transport closed
         record.status = response.status
         record.response_headers = {h: response.headers[h] for h in _RATE_HEADERS if h in response.headers}
         if response.status >= 400 and response.content_type == "application/json" and response.body:
