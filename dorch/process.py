@@ -149,7 +149,6 @@ async def run_child(
     capture_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = capture_dir / "stdout", capture_dir / "stderr"
     started = time.monotonic()
-    preexec = None
     if sandbox is not None:
         if shutil.which(argv[0], path=env.get("PATH", os.defpath)) is None:
             missing = FileNotFoundError(2, "No such file or directory", argv[0])
@@ -158,7 +157,6 @@ async def run_child(
         readable = [p for p in ro_paths if Path(p).parent == capture_dir]
         argv, env = sandbox.command(argv, env, cwd, ro_paths=ro_paths,
                                     readable_in_captures=[Path(p) for p in readable])
-        preexec = sandbox_mod.preexec(sandbox.limits)
     before = sandbox_mod.own_children() if sandbox is not None else set()
     fout = open(out_path, "w+b")  # noqa: SIM115 (closed below; read back through this fd)
     ferr = open(err_path, "w+b")  # noqa: SIM115
@@ -170,7 +168,7 @@ async def run_child(
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *argv, stdin=fin, stdout=fout, stderr=ferr, cwd=cwd, env=dict(env),
-                    start_new_session=True, preexec_fn=preexec,
+                    start_new_session=True,
                 )
             except OSError as exc:
                 return ChildResult(

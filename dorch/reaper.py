@@ -1,11 +1,13 @@
-"""The agent's parent when no sandbox is available ([executor] isolation = "none").
+"""The agent's parent, between the worker and the agent (or its bubblewrap sandbox).
 
-Run as ``python -I -S reaper.py ARGV...`` (standard library only, nothing imported from dorch).
-It makes itself non-dumpable (the agent cannot read its /proc entries), a child subreaper (every
-process the agent leaves behind, even after setsid(), becomes its child), then runs the agent
-with no capabilities, no new privileges and PR_SET_PDEATHSIG=SIGKILL. When the agent exits, or
-the worker dies (even by kill -9: the reaper gets SIGUSR1 then), it kills everything left and
-exits with the agent's status. This is best effort: the agent runs as the same user.
+Run as ``python -I -S reaper.py [--rlimit NAME=VALUE]... [--same-user] -- ARGV...`` (standard
+library only, nothing imported from dorch). It makes itself non-dumpable (the agent cannot read
+its /proc entries) and a child subreaper (every process the agent leaves behind, even after
+setsid(), becomes its child), then runs ARGV with the rlimits and PR_SET_PDEATHSIG=SIGKILL;
+with ``--same-user`` (no sandbox) also without capabilities and new privileges. When ARGV exits,
+or the worker dies (even by kill -9: the reaper gets SIGUSR1 then), it kills everything left and
+exits with ARGV's status. Doing this here, not in a preexec_fn of the (threaded) worker, keeps
+the worker's fork plain.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import resource
 import signal
 import sys
 import time
@@ -70,18 +73,41 @@ def reap() -> None:
             return
 
 
-def in_child() -> None:
-    """Before exec: die with the reaper, no capabilities (root too), no setuid gains."""
+def in_child(rlimits: list[tuple[int, int]], same_user: bool) -> None:
+    """Before exec: die with the reaper, the limits; for the same user no capabilities (root
+    too) and no setuid gains (bubblewrap does that itself)."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    for cap in range(64):
-        if prctl(PR_CAPBSET_DROP, cap) != 0 and ctypes.get_errno() == 22:   # EINVAL: no more
-            break
-    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    for which, value in rlimits:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(which, (value, value))
+    if same_user:
+        for cap in range(64):
+            if prctl(PR_CAPBSET_DROP, cap) != 0 and ctypes.get_errno() == 22:   # EINVAL: no more
+                break
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_DFL)
 
 
-def main(argv: list[str]) -> int:
+def parse(args: list[str]) -> tuple[list[tuple[int, int]], bool, list[str]]:
+    """(rlimits, same_user, argv) from the command line."""
+    rlimits, same_user = [], False
+    while args and args[0] != "--":
+        option = args.pop(0)
+        if option == "--same-user":
+            same_user = True
+        elif option == "--rlimit" and args:
+            name, _, value = args.pop(0).partition("=")
+            rlimits.append((getattr(resource, "RLIMIT_" + name.upper()), int(value)))
+        else:
+            raise SystemExit(f"reaper.py: unknown option {option!r}")
+    if not args[1:]:
+        raise SystemExit("reaper.py: nothing to run (usage: reaper.py [options] -- ARGV...)")
+    return rlimits, same_user, args[1:]
+
+
+def main(args: list[str]) -> int:
+    rlimits, same_user, argv = parse(list(args))
     prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     parent = os.getppid()
@@ -105,7 +131,7 @@ def main(argv: list[str]) -> int:
         return 126
     if pid == 0:
         try:
-            in_child()
+            in_child(rlimits, same_user)
             os.execvp(argv[0], argv)
         except OSError as exc:
             print(f"dorch: cannot start {argv[0]!r}: {exc.strerror}", file=sys.stderr)

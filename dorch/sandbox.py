@@ -20,12 +20,10 @@ ends the task with an error naming the limit and its key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import functools
 import logging
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -50,7 +48,7 @@ REAPER = Path(__file__).with_name("reaper.py")
 MONITOR_INTERVAL = 0.5     # s between two looks at the sandbox's processes
 DISK_INTERVAL = 2.0        # s between two walks of the workspace (longer if a walk is slow)
 
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
+PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 # New user, mount (implied), IPC and PID namespaces; the network is shared. Not --unshare-all:
 # its uts and cgroup namespaces are refused by the worker unit (RestrictNamespaces=, to keep its
 # exposure at 2.0); under systemd ProtectHostname= already gives the service its own uts.
@@ -129,12 +127,14 @@ class Sandbox:
     ) -> tuple[list[str], dict[str, str]]:
         """The argument vector and environment that run ``argv`` in this sandbox."""
         env = dict(env)
+        reaper = [sys.executable, "-I", "-S", str(REAPER), *self.rlimit_options()]
         if self.mode != "bubblewrap":
-            return [sys.executable, "-I", "-S", str(REAPER), *argv], env
+            return [*reaper, "--same-user", "--", *argv], env
         env["HOME"] = self.home
         for name in ("TMPDIR", "TMP", "TEMP"):
             env.pop(name, None)
-        args = [self.bwrap, *NAMESPACES, "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        args = [*reaper, "--", self.bwrap, *NAMESPACES, "--die-with-parent", "--new-session",
+                "--cap-drop", "ALL"]
         bound: list[str] = []
         for d in SYSTEM_DIRS:
             if os.path.islink(d):
@@ -167,6 +167,21 @@ class Sandbox:
                 args += ["--ro-bind", str(kept), str(kept)]
         args += ["--chdir", ws, "--", *argv]
         return args, env
+
+    def rlimit_options(self) -> list[str]:
+        """The reaper's --rlimit options for the limits (see ``dorch/reaper.py``)."""
+        lim, mib = self.limits, 1024 * 1024
+        out = []
+        if lim.max_processes:
+            # RLIMIT_NPROC counts every task of the uid (or of the user namespace), not just
+            # the agent's: on top of what runs now. The monitor enforces the exact number.
+            out.append(f"nproc={_uid_tasks() + lim.max_processes}")
+        if lim.memory_mb:
+            # per process, twice the total: one process cannot outgrow the monitor between looks
+            out.append(f"data={2 * lim.memory_mb * mib}")
+        if lim.disk_mb:
+            out.append(f"fsize={lim.disk_mb * mib}")
+        return [arg for value in out for arg in ("--rlimit", value)]
 
     def describe(self) -> str:
         if self.mode == "bubblewrap":
@@ -261,35 +276,7 @@ def from_config(config: Config) -> Sandbox:
     return Sandbox("none", limits, ro_paths, hidden)
 
 
-# -- in the child, before exec --------------------------------------------------------------
-
-def preexec(limits: Limits) -> Callable[[], None]:
-    """What the forked child does before exec: the rlimits and PR_SET_PDEATHSIG=SIGKILL."""
-    nproc = 0
-    if limits.max_processes:
-        # RLIMIT_NPROC counts every task of the uid (or of the user namespace), not just ours
-        nproc = _uid_tasks() + limits.max_processes
-
-    def setup() -> None:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if nproc:
-            _setrlimit(resource.RLIMIT_NPROC, nproc)
-        if limits.memory_mb:
-            # per process, twice the total: one process cannot outgrow the monitor between looks
-            _setrlimit(resource.RLIMIT_DATA, 2 * limits.memory_mb * 1024 * 1024)
-        if limits.disk_mb:
-            _setrlimit(resource.RLIMIT_FSIZE, limits.disk_mb * 1024 * 1024)
-
-    return setup
-
-
-def _setrlimit(which: int, value: int) -> None:
-    _, hard = resource.getrlimit(which)
-    if hard != resource.RLIM_INFINITY:
-        value = min(value, hard)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(which, (value, value))
-
+# -- processes -------------------------------------------------------------------------------
 
 def _uid_tasks() -> int:
     uid = os.getuid()
@@ -303,8 +290,6 @@ def _uid_tasks() -> int:
                 continue
     return count
 
-
-# -- processes -------------------------------------------------------------------------------
 
 def children_of(pid: int) -> list[int]:
     out: list[int] = []
