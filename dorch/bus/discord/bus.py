@@ -698,6 +698,8 @@ class DiscordBus:
             await self._react(old, formats.DEAD)
             await self._archive(old)
             return {"dead": old}
+        if p.get("verify") and await self._taken_back(old):
+            return {"dropped": old}
         if p.get("blocked"):
             error = p["blocked"]
             await self._foreign_note(old, formats.rejected_note(error), _sub_nonce(item, "b"))
@@ -732,6 +734,16 @@ class DiscordBus:
         await self._react(old, formats.REQUEUED)
         await self._archive(old)
         return {"id": new["id"]}
+
+    async def _taken_back(self, old: str) -> bool:
+        """Whether a fleet bot already re-posted squatted task OLD, or said it is blocked."""
+        fleet = await self._fleet()
+        origin = self._link(old, old)
+        for channel in (self.task_channel, self.results_channel):
+            msgs = await self.client.list_messages(channel, after=old, limit=PAGE)
+            if any(fleet.wrote(m) and origin in (m.get("content") or "") for m in msgs):
+                return True
+        return False
 
     async def _foreign_note(self, thread: str, text: str, nonce: str) -> None:
         """A note in a thread someone outside the fleet started: they may have locked or
@@ -1063,11 +1075,15 @@ class DiscordBus:
         except _Rejected as exc:
             source, attempt, refused = msg.get("content") or "", 1, str(exc)
         who = await self._user_label(trust.thread_owner(msg["thread"]))
+        payload: dict[str, Any] = {"old": mid, "text": source, "orphan": True, "foreign": True}
         try:
             await self.client.delete_message(self.task_channel, mid)  # the compare-and-set
-        except errors.NotFound:
-            return  # another worker took it back first
-        payload: dict[str, Any] = {"old": mid, "text": source, "orphan": True, "foreign": True}
+        except errors.NotFound as exc:
+            if not exc.ambiguous:
+                return  # another worker took it back first
+            # an earlier try of ours may have deleted it (its answer lost): re-post unless
+            # another worker's re-post is there by delivery
+            payload["verify"] = True
         if refused or squats >= SQUAT_LIMIT:
             error = refused or (
                 f"blocked by {who}: {squats} times a thread was started on this task by someone "
