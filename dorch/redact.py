@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 MARK = "[redacted]"
 MIN_LENGTH = 4    # shorter values are not secrets worth blanking ordinary words for
 FRAGMENT = 8      # the shortest piece of a secret hidden at a line's or the text's edge
+PIECE_MAX = 160   # longer pieces are found by their first PIECE_MAX characters alone
 _B64_MIN = 12     # shorter base64 cores would match by chance
 
 
@@ -63,8 +64,8 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
         self._patterns: list[re.Pattern[str]] = []
-        self._heads: list[re.Pattern[str]] = []   # pieces of a value ending a line
-        self._tails: list[re.Pattern[str]] = []   # reversed values' pieces ending a reversed line
+        self._heads: list[re.Pattern[str]] = []   # a value's start ending a line
+        self._tails: list[re.Pattern[str]] = []   # the same for reversed values: its end
         self._lock = threading.Lock()
         for value in secrets:
             self.add(value)
@@ -82,8 +83,8 @@ class Redactor:
             # longest first, so a value that contains another is hidden whole
             self._patterns = [_spaced(f) for f in sorted(forms, key=len, reverse=True)]
             long = [s for s in self._secrets if len(s) > FRAGMENT]
-            self._heads = [_cut_piece(s) for s in long]
-            self._tails = [_cut_piece(s[::-1]) for s in long]
+            self._heads = [p for s in long for p in _cut_pieces(s)]
+            self._tails = [p for s in long for p in _cut_pieces(s[::-1])]
 
     def redact(self, text: str) -> str:
         """TEXT with every known secret, and every piece of one at a line's edge, as MARK."""
@@ -94,7 +95,7 @@ class Redactor:
         for pattern in self._heads:
             text = pattern.sub(MARK, text)
         if self._tails:
-            # a piece starting a line is a reversed value's piece ending a line of the reversed text
+            # a value's end starting a line is its reversed start ending a line of the reversed text
             backwards = text[::-1]
             for pattern in self._tails:
                 backwards = pattern.sub(MARK[::-1], backwards)
@@ -102,14 +103,20 @@ class Redactor:
         return text
 
 
-def _cut_piece(value: str) -> re.Pattern[str]:
-    """VALUE's first FRAGMENT or more characters where a line (or the text) ends. Possessive:
-    if the longest piece is not followed by a line's end, no shorter one is (a secret has no
-    whitespace), so each match attempt is one pass over at most len(VALUE) characters."""
+def _cut_pieces(value: str) -> list[re.Pattern[str]]:
+    """Patterns for VALUE's start where a cut left it: its first FRAGMENT to PIECE_MAX characters
+    ending a line (or the text); and, for a longer VALUE, its first PIECE_MAX characters anywhere
+    with the rest of their word (that many characters of a secret are never there by chance).
+
+    Possessive: if the longest piece is not followed by a line's end, no shorter one is (a secret
+    has no whitespace), so a match attempt reads at most PIECE_MAX characters."""
     rest = ""
-    for c in reversed(value[FRAGMENT:]):
+    for c in reversed(value[FRAGMENT:PIECE_MAX]):
         rest = f"(?:{re.escape(c)}{rest})?+"
-    return re.compile(re.escape(value[:FRAGMENT]) + rest + r"(?=[ \t\r\f\v]*+(?:\n|\Z))")
+    patterns = [re.compile(re.escape(value[:FRAGMENT]) + rest + r"(?=[ \t\r\f\v]*+(?:\n|\Z))")]
+    if len(value) > PIECE_MAX:
+        patterns.append(re.compile(re.escape(value[:PIECE_MAX]) + r"\S*+"))
+    return patterns
 
 
 _known = Redactor()

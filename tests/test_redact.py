@@ -92,3 +92,18 @@ def test_a_secret_with_spaces_is_found_too() -> None:
     r = Redactor(["correct horse battery staple"])
     assert r.redact("pw: correct horse battery staple!") == f"pw: {MARK}!"
     assert r.redact("pw: correct horse\n  battery staple") == f"pw: {MARK}"
+
+
+def test_a_long_secret_and_its_pieces() -> None:
+    """A secret of thousands of characters (a key file's content) compiles and is found whole,
+    cut short, or cut at its start."""
+    value = base64.b64encode(bytes(range(256)) * 12).decode()  # 4096 characters
+    r = Redactor([value])
+    assert r.redact(f"key: {value}!") == f"key: {MARK}!"
+    assert r.redact(f"key: {value[:3000]}\n[cut]") == f"key: {MARK}\n[cut]"
+    assert r.redact(f"key: {value[:100]}\n") == f"key: {MARK}\n"
+    assert r.redact(f"{value[-1000:]}\ntail") == f"{MARK}\ntail"
+
+
+def test_a_piece_after_other_text_on_its_line(r: Redactor) -> None:
+    assert r.redact(f"sk-ant-api03-example,{KEY[:30]}\n") == f"sk-ant-api03-example,{MARK}\n"
