@@ -142,22 +142,29 @@ class Sandbox:
             elif os.path.isdir(d):
                 args += ["--ro-bind", d, d]
                 bound.append(d)
-        resolv = os.path.realpath("/etc/resolv.conf")   # often a link into /run (systemd-resolved)
-        if not any(_within(resolv, d) for d in bound) and os.path.exists(resolv):
-            args += ["--ro-bind", resolv, resolv]
         args += ["--proc", "/proc", "--dev", "/dev"]
         for scratch in self.scratch:   # each sized (tmpfs is memory); the monitor sums them
             if self.limits.disk_mb:
                 args += ["--size", str(self.limits.disk_mb * 1024 * 1024)]
             args += ["--tmpfs", scratch]
-        for path in (*program_prefixes(argv[0], env, self.hidden), *self.ro_paths, *ro_paths):
-            path = os.path.abspath(os.path.expanduser(path))
+        resolv = os.path.realpath("/etc/resolv.conf")   # often a link into /run (systemd-resolved)
+        if not any(_within(resolv, d) for d in bound) and os.path.exists(resolv):
+            args += ["--ro-bind", resolv, resolv]
+        wanted = [os.path.abspath(os.path.expanduser(p)) for p in (*self.ro_paths, *ro_paths)]
+        for path in (*program_prefixes(argv[0], env, self.hidden), *wanted):
             if not any(_within(path, d) for d in bound) and os.path.exists(path):
                 args += ["--ro-bind", path, path]
                 bound.append(path)
-        for hide in self.hidden:
-            if os.path.isdir(hide) and any(_within(hide, d) for d in bound):
-                args += ["--tmpfs", hide]
+        hidden = [h for h in self.hidden if os.path.isdir(h) and any(_within(h, d) for d in bound)]
+        for hide in hidden:
+            args += ["--tmpfs", hide]
+        # a file asked for by name inside a hidden directory (say /etc/dorch/openclaw.json) is
+        # shown again, alone; never one of the credentials
+        secret = [d for d in (os.environ.get("CREDENTIALS_DIRECTORY", ""), "/run/credentials") if d]
+        for path in wanted:
+            if (os.path.exists(path) and any(_within(path, h) and path != h for h in hidden)
+                    and not any(_within(path, d) for d in secret)):
+                args += ["--ro-bind", path, path]
         ws = str(workspace)
         args += ["--bind", ws, ws]
         captures = workspace / ".dorch"

@@ -109,8 +109,14 @@ def plant_targets(home: DorchHome) -> None:
 def test_bubblewrap_agent_reads_and_writes_nothing_of_dorch_and_leaves_nothing(
     home: DorchHome, bwrap: None, probe_dir: Path
 ) -> None:
-    configure(home, "bubblewrap")
     plant_targets(home)
+    # as if the operator granted the whole directory, and two files in it by name: dorch's
+    # directories in it stay hidden, the named file is shown again, a credential never
+    notes = home.root / "shared-notes.txt"
+    notes.write_text("notes the agent may read\n")
+    worker_env(home)
+    configure(home, "bubblewrap", ro_paths=[str(SUPPORT), str(home.root), str(notes),
+                                            str(home.root / "creds" / "discord-token")])
     config_before = home.config_path.read_text()
     user_config = home.root / "userconf" / "config.toml"
     tag = "6007.25"
@@ -122,8 +128,9 @@ def test_bubblewrap_agent_reads_and_writes_nothing_of_dorch_and_leaves_nothing(
 
     assert view.state is State.SUCCEEDED, view.result
     attacks = report["attacks"]
-    for name in ("proc", "creds", "walk", "queue", "outbox"):
+    for name in ("proc", "creds", "queue", "outbox"):
         assert attacks[name]["escaped"] is False, (name, attacks[name])
+    assert attacks["walk"]["files"] == [str(notes)]
     assert report["ancestors"] == [], "the worker is not even visible from the sandbox"
     assert SECRET not in json.dumps(report) and SECRET not in view.result.output
     # the agent believed it wrote its configs (into the sandbox's tmpfs): nothing on the host
@@ -256,3 +263,18 @@ def test_doctor_says_how_the_agent_is_isolated(home: DorchHome, tmp_path: Path) 
         configure(home, "auto")
         done = home.dorch("doctor")
         assert "agent isolation: sandboxed by bubblewrap" in done.stdout, done.stderr
+
+
+def test_a_program_prefix_holding_dorchs_data_is_not_bound_whole(tmp_path: Path) -> None:
+    from dorch.sandbox import program_prefixes
+
+    prefix = tmp_path / "prefix"
+    (prefix / "bin").mkdir(parents=True)
+    program = prefix / "bin" / "agent"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    assert program_prefixes(str(program), {}, ()) == [str(prefix)]
+    data = prefix / "share" / "dorch"
+    assert program_prefixes(str(program), {}, (str(data),)) == [str(prefix / "bin")]
+    found_on_path = program_prefixes("agent", {"PATH": str(prefix / "bin")}, ())
+    assert found_on_path == [str(prefix)]
