@@ -1502,7 +1502,7 @@ class DiscordBus:
                 batch.sort(key=_msg_id)
                 for msg in batch:
                     entry = await self._classify(msg)
-                    if entry.kind in ("queued", "stop"):
+                    if entry.kind in _PENDING:  # squatted ones wait to be re-posted
                         waiting.append(entry.id)
                 cursor = _msg_id(batch[-1])
                 if len(batch) < PAGE:
