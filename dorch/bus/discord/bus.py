@@ -1060,6 +1060,8 @@ class DiscordBus:
             name = str((member.get("user") or {}).get("username") or "?")
         except errors.NotFound:
             name = "a former member"
+        except errors.DiscordError:  # called after a compare-and-set: never fail here
+            name = "user"
         return f"{formats.clean_name(name)} (id {user_id})"
 
     async def _unsquat(self, msg: dict[str, Any]) -> None:
@@ -1074,7 +1076,6 @@ class DiscordBus:
             refused = ""
         except _Rejected as exc:
             source, attempt, refused = msg.get("content") or "", 1, str(exc)
-        who = await self._user_label(trust.thread_owner(msg["thread"]))
         payload: dict[str, Any] = {"old": mid, "text": source, "orphan": True, "foreign": True}
         try:
             await self.client.delete_message(self.task_channel, mid)  # the compare-and-set
@@ -1084,6 +1085,7 @@ class DiscordBus:
             # an earlier try of ours may have deleted it (its answer lost): re-post unless
             # another worker's re-post is there by delivery
             payload["verify"] = True
+        who = await self._user_label(trust.thread_owner(msg["thread"]))
         if refused or squats >= SQUAT_LIMIT:
             error = refused or (
                 f"blocked by {who}: {squats} times a thread was started on this task by someone "
