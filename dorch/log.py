@@ -32,3 +32,18 @@ def setup(level: str = "info", name: str = "") -> None:
     handler.setFormatter(_RedactingFormatter(f"{prefix}%(levelname)s {who}%(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+class _LastResort(logging.Handler):
+    """What logging prints when nothing called ``setup`` (most commands): warnings and errors,
+    as the standard library's last resort does, but redacted."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+logging.lastResort = _LastResort(logging.WARNING)
+logging.lastResort.setFormatter(_RedactingFormatter("%(message)s"))

@@ -107,3 +107,23 @@ def test_a_long_secret_and_its_pieces() -> None:
 
 def test_a_piece_after_other_text_on_its_line(r: Redactor) -> None:
     assert r.redact(f"sk-ant-api03-example,{KEY[:30]}\n") == f"sk-ant-api03-example,{MARK}\n"
+
+
+def test_commands_that_set_up_no_logging_redact_too() -> None:
+    """Most commands never call dorch.log.setup: Python's last-resort handler prints their
+    warnings, through the redacting formatter too."""
+    import subprocess
+    import sys
+
+    code = ("import logging\n"
+            "from dorch import log, redact\n"
+            "redact.register('value-of-a-secret-123')\n"
+            "logging.getLogger('dorch.x').warning('it is %s', 'value-of-a-secret-123')\n"
+            "try:\n"
+            "    raise RuntimeError('value-of-a-secret-123')\n"
+            "except RuntimeError:\n"
+            "    logging.getLogger('dorch.x').exception('and in a traceback')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert "it is [redacted]\n" in out.stderr and "RuntimeError: [redacted]" in out.stderr
+    assert "value-of-a-secret-123" not in out.stderr
