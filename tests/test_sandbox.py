@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import pytest
 
 from dorch.bus import State
 from dorch.task import TaskSpec
-from tests.helpers import SUPPORT, DorchHome, agent_command, wait_until
+from tests.helpers import DORCH, SUPPORT, DorchHome, agent_command, wait_until
 
 SECRET = "s3cr3t-marker-4f9c2e"   # in the worker's environment and its credentials directory
 WORKER_WAIT = 120.0
@@ -278,3 +279,31 @@ def test_a_program_prefix_holding_dorchs_data_is_not_bound_whole(tmp_path: Path)
     assert program_prefixes(str(program), {}, (str(data),)) == [str(prefix / "bin")]
     found_on_path = program_prefixes("agent", {"PATH": str(prefix / "bin")}, ())
     assert found_on_path == [str(prefix)]
+
+
+def test_dorch_up_and_its_workers_are_unreadable_to_a_process_of_their_user(
+    home: DorchHome,
+) -> None:
+    """dorch up runs here like the agent would (no capabilities, even as root: with them root
+    reads anything), so only its being non-dumpable keeps a process of the same user out."""
+    from dorch.sandbox import REAPER, descendants
+
+    configure(home, "none")
+    same_user = [sys.executable, "-I", "-S", str(REAPER), "--same-user", "--"]
+    wrapper = subprocess.Popen([*same_user, DORCH, "up", "--workers", "1"],
+                               env=home.env(**worker_env(home)), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    up = wait_until(lambda: descendants(wrapper.pid), 60, "dorch up to start")[0]
+    try:
+        workers = wait_until(lambda: descendants(up), 60, "dorch up to start its worker")
+        for pid in (up, workers[0]):
+            for what in ("environ", "mem"):
+                reader = subprocess.run(
+                    [*same_user, sys.executable, "-c",
+                     f"print(open('/proc/{pid}/{what}', 'rb').read(64))"],
+                    capture_output=True, text=True, timeout=60, check=False)
+                assert reader.returncode != 0 and "PermissionError" in reader.stderr, \
+                    (pid, what, reader.stdout)
+    finally:
+        os.kill(up, signal.SIGTERM)
+        wrapper.communicate(timeout=60)
