@@ -7,8 +7,9 @@ is captured without pipe deadlocks and a child that never reads its stdin cannot
 On timeout, cancel, cancellation of the awaiting coroutine, and also after a normal exit (stray
 background processes), the group gets SIGTERM and, ``grace`` seconds later, SIGKILL.
 
-A process that calls setsid() itself leaves the group and escapes this; under systemd the unit's
-cgroup (KillMode=control-group) catches it.
+A process that calls setsid() itself leaves the group and escapes this; with a ``sandbox``
+(dorch.sandbox: every agent a worker runs) the reaper, the bubblewrap pid namespace and the
+worker's subreaper catch it, and under systemd the unit's cgroup (KillMode=control-group) too.
 """
 
 from __future__ import annotations
