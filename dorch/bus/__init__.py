@@ -98,7 +98,7 @@ class TaskView:
 @dataclass
 class WorkerView:
     worker: str
-    state: str          # READY | RUNNING | RESTARTING | STOPPED
+    state: str          # READY | RUNNING | RESTARTING | STOPPED; LOST: its task was taken back
     task_id: str = ""
     host: str = ""
     pid: int = 0

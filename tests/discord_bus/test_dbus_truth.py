@@ -3,12 +3,20 @@ attachments over a cap end in a clear ❌, and ``dorch status``/``result`` repor
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import hashlib
+import json
+import os
+import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
-from tests.discord_bus.conftest import World, eventually
+from tests.discord_bus.conftest import TOKEN_ENV, World, eventually
+from tests.discord_bus.test_dbus_leases import started_agents
 from tests.support.route_proxy import RouteProxy
 
 
@@ -48,6 +56,7 @@ def test_a_task_over_the_cap_is_refused_at_submit_with_why(world: World, tmp_pat
 
 def test_an_answer_over_the_cap_is_a_clear_failure_never_a_cut_answer(world: World) -> None:
     sections = dict(world.home.settings)
+    sections["executor"] = {**sections["executor"], "max_output_bytes": 16 << 20}
     sections["executor.command"] = {"argv": [
         sys.executable, "-c", "import sys; sys.stdin.read(); print('y' * (9 << 20))"]}
     world.home.configure(**sections)
@@ -90,3 +99,45 @@ def test_the_lease_is_renewed_before_the_agent_starts_when_the_claim_was_slow(
                 and r.path.startswith(f"/channels/{task_id}/messages/")]
     assert renewals and renewals[0] < agent_started
     assert len(world.executions()) == 1
+
+
+def status_json(world: World) -> dict[str, Any]:
+    done = world.dorch("status", "--json")
+    assert done.returncode == 0, done.stderr
+    return cast(dict[str, Any], json.loads(done.stdout))
+
+
+def test_status_tells_the_truth_after_a_host_dies(world: World) -> None:
+    # The case: after a host died, `dorch status` showed its task running for ever
+    # (its board row stayed RUNNING), and --json gave the answer's first line as the prompt,
+    # attempt 1, no submitter, no start time, and pid 0 for every worker.
+    world.configure(worker={"lease_seconds": 4, "heartbeat_seconds": 1})
+    task = world.dorch("submit", "Refactor the parser HANG-ONCE").stdout.strip()
+    doomed = world.home.spawn_worker("doomed", **{TOKEN_ENV: world.token("worker-1")})
+    try:
+        (agent,) = eventually(lambda: started_agents(world), 60, "the agent to start")
+        eventually(lambda: any("RUNNING" in m["content"] for m in world.messages("worker-pool")),
+                   30, "the board to show the task running")
+    finally:
+        doomed.kill()  # the host dies: its worker and its agent
+        doomed.wait(10)
+        with contextlib.suppress(ProcessLookupError):  # it may have gone with its worker
+            os.kill(agent, signal.SIGKILL)
+    world.fleet(1, bots=("worker-2",))
+    done = world.dorch("result", task, "--wait", "--timeout", "90")
+    assert done.returncode == 0, done.stderr
+
+    status = status_json(world)
+    assert status["counts"]["running"] == 0 and status["running"] == []
+    rows = {w["worker"]: w for w in status["workers"]}
+    assert rows[f"{socket.gethostname()}-doomed"]["state"] == "LOST"
+    (view,) = status["recent"]
+    assert view["task"]["spec"]["prompt"] == "Refactor the parser HANG-ONCE"
+    assert view["task"]["attempt"] == 2
+    assert view["task"]["submitter"] == f"{getpass.getuser()}@{socket.gethostname()}"
+    assert view["started_at"] and view["finished_at"] >= view["started_at"]
+    assert view["worker"] == f"{socket.gethostname()}-0"
+    assert view["result"]["output"] == "done: Refactor the parser HANG-ONCE"
+    assert all(w["pid"] > 0 for w in status["workers"]), status["workers"]
+    text = world.dorch("status").stdout
+    assert "running:" not in text and "LOST" in text

@@ -73,7 +73,7 @@ class Board:
         task_link = (formats.link(self.guild, self.task_channel, view.task_id)
                      if view.task_id else "")
         text = formats.board_text(view.worker, view.state, view.host, view.version, done,
-                                  view.updated_at, task_link)
+                                  view.updated_at, task_link, view.pid)
         if view.state == "READY":
             self._deferred = text
             return
@@ -122,7 +122,8 @@ class Board:
 
 
 def parse_board(messages: list[dict[str, Any]]) -> list[WorkerView]:
-    """The workers shown on the board (messages written by bots), newest state per worker."""
+    """The workers shown on the board (messages written by bots; the caller keeps only the
+    fleet's), newest state per worker."""
     seen: dict[str, WorkerView] = {}
     for msg in sorted(messages, key=lambda m: int(m["id"])):
         if not msg.get("author", {}).get("bot"):
@@ -136,7 +137,7 @@ def parse_board(messages: list[dict[str, Any]]) -> list[WorkerView]:
             task_id = parsed[2] if parsed else ""
         seen[found["worker"]] = WorkerView(
             worker=found["worker"], state=found["state"], task_id=task_id,
-            host=found["host"].strip(), version=found["version"],
+            host=found["host"].strip(), pid=int(found["pid"] or 0), version=found["version"],
             tasks_done=int(found["done"]), updated_at=float(found["at"]),
         )
     return sorted(seen.values(), key=lambda w: w.worker)

@@ -15,7 +15,8 @@ answer) and carries a fixed marker at the start of its first line, so the bus ca
 - notes (thread): ``♻️ ... re-queued as attempt 2: <link>``, ``☠️ **dead** ...``,
   ``❌ **rejected**: why``, ``🛑 **cancelled** before it started``.
 - summary (#results): ``🏁 **succeeded** · <link> · **W** · 1.2 s · first line``.
-- board (#worker-pool): ``🔵 **W** RUNNING <link> · host · dorch 0.1.0 · 3 tasks done · <t:E:R>``.
+- board (#worker-pool): ``🔵 **W** RUNNING <link> · host · pid 42 · dorch 0.1.0 · 3 tasks done ·
+  <t:E:R>``.
 
 Only messages written by a bot are read for these markers: a human cannot forge them.
 """
@@ -46,6 +47,7 @@ ERROR_MAX = 300
 HEADER = "-# dorch · "
 
 _HEADER_ATTEMPT = re.compile(r"^-# dorch · attempt (\d+)\b")
+_HEADER_SUBMITTER = re.compile(r"^-# dorch · (?:[^\n]* · )?submitted by ([^·\n]+)")
 _HEADER_SQUATS = re.compile(r"^-# dorch · attempt \d+ · squatted (\d+)\b")
 _LINK = re.compile(r"https://discord\.com/channels/(\d+)/(\d+)/(\d+)")
 RECEIPT = re.compile(
@@ -67,7 +69,8 @@ SUMMARY = re.compile(
 )
 BOARD = re.compile(
     r"^\S+ \*\*(?P<worker>[^*\n]+)\*\* (?P<state>READY|RUNNING|RESTARTING|STOPPED)"
-    r"(?: (?P<link>https://\S+))? · (?P<host>[^·\n]+?) · dorch (?P<version>\S+) · "
+    r"(?: (?P<link>https://\S+))? · (?P<host>[^·\n]+?) · (?:pid (?P<pid>\d+) · )?"
+    r"dorch (?P<version>\S+) · "
     r"(?P<done>\d+) tasks? done · <t:(?P<at>\d+):R>"
 )
 _STATE_EMOJI = {
@@ -119,9 +122,17 @@ def split_header(content: str) -> tuple[str, int]:
     return rest, int(found.group(1)) if found else 1
 
 
-def requeue_header(attempt: int, origin: str, why: str, squats: int = 0) -> str:
+def requeue_header(attempt: int, origin: str, why: str, squats: int = 0,
+                   submitter: str = "") -> str:
     squatted = f"squatted {squats} · " if squats else ""
-    return f"attempt {attempt} · {squatted}{why} from {origin}"
+    by = f" · submitted by {clean_name(submitter)}" if submitter else ""
+    return f"attempt {attempt} · {squatted}{why} from {origin}{by}"
+
+
+def submitter_of(content: str) -> str:
+    """Who submitted a task dorch posted (``submitted by X`` in its header), or ""."""
+    found = _HEADER_SUBMITTER.match(content)
+    return found.group(1).strip() if found else ""
 
 
 def squats(content: str) -> int:
@@ -273,9 +284,10 @@ def cancelled_note(by: str) -> str:
 # -- the worker board -----------------------------------------------------------------------------
 
 def board_text(worker: str, state: str, host: str, version: str, done: int, at: float,
-               task_link: str = "") -> str:
+               task_link: str = "", pid: int = 0) -> str:
     emoji = _BOARD_EMOJI.get(state, "⚪")
     where = f" {task_link}" if state == "RUNNING" and task_link else ""
     plural = "task" if done == 1 else "tasks"
-    return (f"{emoji} **{clean_name(worker)}** {state}{where} · {clean_name(host)} · "
+    proc = f"pid {pid} · " if pid else ""
+    return (f"{emoji} **{clean_name(worker)}** {state}{where} · {clean_name(host)} · {proc}"
             f"dorch {version} · {done} {plural} done · <t:{int(at)}:R>")
