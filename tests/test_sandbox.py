@@ -243,14 +243,26 @@ def test_a_500_mb_answer_is_cut_and_says_where_the_whole_is(
     assert whole.stat().st_size > 500 * 1024 * 1024
 
 
-def test_a_service_without_bubblewrap_refuses_to_start(home: DorchHome, tmp_path: Path) -> None:
-    configure(home, "auto")
+@pytest.mark.parametrize(("isolation", "systemd"), [("auto", True), ("bubblewrap", False)])
+def test_without_bubblewrap_a_service_or_a_demanding_config_refuses_to_start(
+    home: DorchHome, tmp_path: Path, isolation: str, systemd: bool
+) -> None:
+    configure(home, isolation)
     empty = tmp_path / "no-bwrap-here"
     empty.mkdir()
-    worker = home.spawn_worker("1", PATH=str(empty), INVOCATION_ID="0123456789abcdef")
+    env = {"INVOCATION_ID": "0123456789abcdef"} if systemd else {}
+    worker = home.spawn_worker("1", PATH=str(empty), **env)
     _, err = worker.communicate(timeout=60)
     assert worker.returncode == 78, err
     assert "install bubblewrap" in err
+
+
+def test_a_relative_ro_path_is_a_configuration_error(home: DorchHome) -> None:
+    configure(home, "none", ro_paths=["tools/bin"])
+    worker = home.spawn_worker("1")
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 78, err
+    assert "[executor] ro_paths: 'tools/bin' is not an absolute path" in err
 
 
 def test_doctor_says_how_the_agent_is_isolated(home: DorchHome, tmp_path: Path) -> None:
