@@ -63,6 +63,18 @@ def kill_all() -> None:
         time.sleep(0.005)
 
 
+def terminate_sandboxed() -> None:
+    """SIGTERM every process in the sandbox but bubblewrap's own."""
+    for pid in descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == "bwrap":
+                    continue
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            continue
+
+
 def reap() -> None:
     while True:
         try:
@@ -77,6 +89,8 @@ def in_child(rlimits: list[tuple[int, int]], same_user: bool) -> None:
     """Before exec: die with the reaper, the limits; for the same user no capabilities (root
     too) and no setuid gains (bubblewrap does that itself)."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if not same_user:
+        os.setpgid(0, 0)   # bubblewrap: the worker's SIGTERM to our group must not kill it
     for which, value in rlimits:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(which, (value, value))
@@ -120,9 +134,13 @@ def main(args: list[str]) -> int:
     prctl(PR_SET_PDEATHSIG, signal.SIGUSR1)
     if os.getppid() != parent:   # the worker died before PDEATHSIG was set
         return 137
-    # The worker signals the whole group (us and the agent): the agent decides what SIGTERM
-    # means; we stay to clean up after it.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The worker signals our whole group. Without a sandbox that is the agent too: it decides
+    # what SIGTERM means, we stay to clean up after it. bubblewrap would die of it and SIGKILL
+    # the agent, so it has a group of its own and we pass SIGTERM to the agent's processes.
+    if same_user:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, lambda signum, frame: terminate_sandboxed())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         pid = os.fork()

@@ -319,3 +319,26 @@ def test_dorch_up_and_its_workers_are_unreadable_to_a_process_of_their_user(
     finally:
         os.kill(up, signal.SIGTERM)
         wrapper.communicate(timeout=60)
+
+
+@pytest.mark.parametrize("isolation", ["bubblewrap", "none"])
+def test_a_stopping_worker_gives_the_agent_sigterm_first(
+    home: DorchHome, isolation: str, request: pytest.FixtureRequest
+) -> None:
+    if isolation == "bubblewrap":
+        request.getfixturevalue("bwrap")
+    home.configure(
+        executor={"kind": "command", "isolation": isolation, "ro_paths": [str(SUPPORT)],
+                  "pass_env": ["FAKE_AGENT_READY"]},
+        executor__command={"argv": agent_command("fake_agent.py", "ignore-term", "term-note")},
+        worker={"max_idle_time": 20, "stop_grace": 2},
+    )
+    task = str(home.call("submit", TaskSpec("hold on"), "test"))
+    worker = home.spawn_worker("1", FAKE_AGENT_READY="ready")   # relative: in the workspace
+    workspace = home.root / "workspaces" / f"{task}-a1"
+    wait_until((workspace / "ready").exists, WORKER_WAIT, "the agent to start")
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert (workspace / "term-note").read_text() == "term\n"
+    assert home.call("get", task).state is State.QUEUED, "handed back"
