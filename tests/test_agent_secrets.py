@@ -204,3 +204,7 @@ def test_token_set_systemd_for_an_agent_secret(home: DorchHome, tmp_path: Path) 
     assert "LoadCredentialEncrypted=\n" not in text  # adds to the list, never resets it
     for resetting in (Layout("discord-token", 2).dropin_path.name, "credential.conf"):
         assert dropin.name > resetting
+    gone = home.dorch("token", "delete", "GH_TOKEN", "--systemd", "--credstore", str(store),
+                      "--unit-dir", str(units), env=env)
+    assert gone.returncode == 0, gone.stderr
+    assert not (store / "GH_TOKEN").exists() and not dropin.exists()
