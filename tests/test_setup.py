@@ -86,8 +86,8 @@ def test_bad_ids_name_the_flag_and_how_to_find_ids(home: DorchHome) -> None:
 def test_discord_by_flags_stores_the_token_and_writes_ids(home: DorchHome, token_name: str) -> None:
     token = discord_token()
     out = _setup(home, *_discord_flags(token_name), "--allowed-roles", str(ROLE),
-                 "--allowed-submitters", f"{USER}, {USER + 1}", "--token-stdin", "--no-check",
-                 input=token + "\n")
+                 "--allowed-submitters", f"{USER}, {USER + 1}", "--fleet-bots", str(USER + 2),
+                 "--token-stdin", "--no-check", input=token + "\n")
     assert out.returncode == 0, out.stderr
     assert token not in out.stdout + out.stderr
     cfg = config.load(home.root / "userconf" / "config.toml")
@@ -96,6 +96,7 @@ def test_discord_by_flags_stores_the_token_and_writes_ids(home: DorchHome, token
     assert (d["guild_id"], d["task_channel"], d["results_channel"], d["pool_channel"]) == \
         (GUILD, TASKS, RESULTS, POOL)
     assert d["allowed_roles"] == [ROLE] and d["allowed_submitters"] == [USER, USER + 1]
+    assert d["fleet_bots"] == [USER + 2]
     assert d["token"] == token_name
     assert token not in (home.root / "userconf" / "config.toml").read_text()
     assert home.dorch("token", "get", token_name, "--reveal").stdout == token + "\n"

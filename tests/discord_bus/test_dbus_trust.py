@@ -245,6 +245,18 @@ def test_submit_with_a_bot_no_worker_obeys_is_refused_with_78(world: World) -> N
     assert result(world, task.stdout.strip())[0] == 0
 
 
+def test_a_worker_whose_bot_is_not_in_fleet_bots_does_not_start(world: World) -> None:
+    world.configure(discord={"fleet_bots": [str(world.bot_id("worker-2"))]})
+    world.post("Anything")
+    fleet = world.fleet(1, bots=("worker-1",))
+    eventually(lambda: fleet.exits, 60, "the worker to exit")
+    fleet.stop()
+    assert fleet.exits == [(0, 78)]  # its claims would be taken for squats by the fleet
+    assert f"this bot (user id {world.bot_id('worker-1')}) is not in [discord] fleet_bots" \
+        in fleet.logs()
+    assert not world.executions()
+
+
 # -- all of it at once -----------------------------------------------------------------------
 
 
