@@ -2,16 +2,19 @@
 
 The agent runs prompts and reads pages nobody checked, so dorch treats it as hostile.
 
-``bubblewrap`` (the Debian package ``bubblewrap``): the agent gets new namespaces (all but the
-network), no capabilities, read-only system directories and program prefixes, its workspace
-read-write, and a fresh size-limited home; dorch's config, data (queue, outbox, other
-workspaces), credentials and keyrings are hidden under empty tmpfs mounts. It cannot see the
-worker's processes, and everything it started dies with it (pid namespace, --die-with-parent).
+Every agent runs under ``dorch/reaper.py`` (a non-dumpable subreaper that sets the limits and
+kills whatever the agent leaves, also when the worker is killed).
 
-``none``: the agent runs as the worker's user under ``dorch/reaper.py`` (non-dumpable subreaper
-that kills whatever the agent leaves), without capabilities or new privileges. The worker is
-non-dumpable, so the agent cannot read its /proc entries, but it can read the user's files,
-including a token the user keeps in a file or keyring.
+``bubblewrap`` (the Debian package ``bubblewrap``): the agent gets new user, pid, IPC and mount
+namespaces (the network is shared), no capabilities, read-only system directories and program
+prefixes, its workspace read-write, and fresh size-limited tmpfs mounts for its home, /tmp,
+/var/tmp and /run; dorch's config, data (queue, outbox, other workspaces), credentials and
+keyrings are hidden under empty tmpfs mounts. It cannot see the worker's processes, and
+everything it started dies with it (pid namespace, --die-with-parent).
+
+``none``: the agent runs as the worker's user, without capabilities or new privileges. The
+worker is non-dumpable, so the agent cannot read its /proc entries, but it can read and write
+the user's files (a token kept in a file or keyring, the queue) and signal the worker.
 
 Both: limits per task (processes, memory, disk, output), watched by ``Monitor``; a limit hit
 ends the task with an error naming the limit and its key.
@@ -41,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "bubblewrap", "none")
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 FALLBACK_HOME = "/home/agent"
 REAPER = Path(__file__).with_name("reaper.py")
@@ -131,8 +133,10 @@ class Sandbox:
         if self.mode != "bubblewrap":
             return [*reaper, "--same-user", "--", *argv], env
         env["HOME"] = self.home
-        for name in ("TMPDIR", "TMP", "TEMP"):
-            env.pop(name, None)
+        for name in ("TMPDIR", "TMP", "TEMP", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
+                     "XDG_DATA_HOME", "XDG_STATE_HOME"):
+            if not _within(env.get(name, "/"), self.home):   # the defaults: in the new home
+                env.pop(name, None)
         args = [*reaper, "--", self.bwrap, *NAMESPACES, "--die-with-parent", "--new-session",
                 "--cap-drop", "ALL"]
         bound: list[str] = []
