@@ -195,11 +195,18 @@ def _backend() -> object:
             "no keyring backend available (no Secret Service on the D-Bus session bus: normal "
             "on a server)"
         )
-    plain = [b for b in getattr(backend, "backends", [backend]) if _plain_text(b)]
-    if plain and os.environ.get(ALLOW_PLAINTEXT_KEYRING) != "1":
+    if os.environ.get(ALLOW_PLAINTEXT_KEYRING) == "1":
+        return backend
+    # A chain (several viable backends, best first) would also read and write the plain-text
+    # ones: use the best encrypted backend alone, and refuse only when there is none.
+    chain = list(getattr(backend, "backends", [backend]))
+    kept = [b for b in chain if not _plain_text(b)]
+    if kept and len(kept) < len(chain):
+        return kept[0]
+    if not kept:
         raise KeyringUnavailable(
             "no keyring backend available that keeps secrets encrypted: "
-            f"{type(plain[0]).__module__}.{type(plain[0]).__name__} stores them in plain text "
+            f"{type(chain[0]).__module__}.{type(chain[0]).__name__} stores them in plain text "
             "(anyone who can read your files gets them), so dorch does not use it. Use a Secret "
             "Service keyring, a systemd credential (`dorch token set NAME --systemd`) or "
             f"$DORCH_SECRET_<NAME>; {ALLOW_PLAINTEXT_KEYRING}=1 allows it anyway"
