@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from dorch.bus.discord import formats
 from tests.discord_bus.conftest import TOKEN_ENV, World, eventually
 from tests.discord_bus.test_dbus_leases import started_agents
 from tests.support.route_proxy import RouteProxy
@@ -139,5 +140,70 @@ def test_status_tells_the_truth_after_a_host_dies(world: World) -> None:
     assert view["worker"] == f"{socket.gethostname()}-0"
     assert view["result"]["output"] == "done: Refactor the parser HANG-ONCE"
     assert all(w["pid"] > 0 for w in status["workers"]), status["workers"]
+    shown = json.loads(world.dorch("result", task, "--json").stdout)
+    assert shown["task"]["attempt"] == 2 and shown["task"]["submitter"] == view["task"]["submitter"]
+    assert shown["started_at"] and shown["worker"] == view["worker"]
     text = world.dorch("status").stdout
     assert "running:" not in text and "LOST" in text
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_task_dead_at_its_last_attempt_shows_that_attempt_and_its_prompt(world: World) -> None:
+    # The case: a task dead at 3/3 showed attempt 1 in `status --json`, with the error
+    # line as its prompt, and the board rows of the workers that died stayed RUNNING.
+    world.configure(worker={"lease_seconds": 4, "heartbeat_seconds": 1, "max_attempts": 2})
+    task = world.dorch("submit", "Crunch the numbers SLOW").stdout.strip()
+    for n, name in enumerate(("first", "second"), start=1):
+        worker = world.home.spawn_worker(name, **{TOKEN_ENV: world.token("worker-1")})
+        try:
+            agents = eventually(lambda n=n: len(started_agents(world)) >= n and
+                                started_agents(world), 90, f"attempt {n} to start")
+        finally:
+            worker.kill()  # the worker dies mid-task, and its host with it
+            worker.wait(10)
+            _kill(agents[-1])
+    world.fleet(1, bots=("worker-2",))
+    done = world.dorch("result", task, "--wait", "--timeout", "90")
+    assert done.returncode == 1 and "gave up after attempt 2 of 2" in done.stderr, done.stderr
+
+    status = status_json(world)
+    (view,) = status["dead"]
+    assert view["task"]["attempt"] == 2
+    assert view["task"]["spec"]["prompt"] == "Crunch the numbers SLOW"
+    assert view["task"]["submitter"] == f"{getpass.getuser()}@{socket.gethostname()}"
+    assert "gave up after attempt 2 of 2" in view["result"]["error"]
+    rows = {w["worker"]: w["state"] for w in status["workers"]}
+    host = socket.gethostname()
+    assert rows[f"{host}-first"] == rows[f"{host}-second"] == "LOST", rows
+    assert status["counts"]["running"] == 0
+
+
+def test_a_fenced_run_is_not_counted_as_done(world: World) -> None:
+    # The case: the board's "tasks done" counted a run whose lease was lost and whose
+    # answer was discarded.
+    world.configure(worker={"lease_seconds": 4, "heartbeat_seconds": 1})
+    task = world.dorch("submit", "Refactor the parser HANG-ONCE").stdout.strip()
+    hung = world.home.spawn_worker("hung", **{TOKEN_ENV: world.token("worker-1")})
+    try:
+        eventually(lambda: started_agents(world), 60, "the agent to start")
+        os.kill(hung.pid, signal.SIGSTOP)  # hangs: its lease is no longer renewed
+        world.fleet(1, bots=("worker-2",))
+        done = world.dorch("result", task, "--wait", "--timeout", "90")
+        assert done.returncode == 0, done.stderr
+    finally:
+        os.kill(hung.pid, signal.SIGCONT)
+    _, err = hung.communicate(timeout=60)
+    assert "result discarded" in err, err[-2000:]
+
+    def board() -> dict[str, int]:
+        rows = [found for m in world.messages("worker-pool")
+                if (found := formats.BOARD.match(m["content"]))]
+        return {found["worker"]: int(found["done"]) for found in rows}
+
+    host = socket.gethostname()
+    eventually(lambda: board().get(f"{host}-0") == 1, 30, "the winner's row to count its task")
+    assert board()[f"{host}-hung"] == 0, board()
