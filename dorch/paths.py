@@ -59,10 +59,21 @@ def private_dir() -> Path:
     """Where the outbox, the Discord host state and pidfiles live: this user's alone (0700).
 
     Nothing read from here may come from anyone else: it decides what the worker posts and whom
-    it obeys. Created 0700; an existing one of ours is tightened to 0700."""
-    if under_systemd() and not os.environ.get("DORCH_DATA_DIR"):
-        return ensure_private(SERVICE_PRIVATE_DIR)
-    return ensure_private(data_dir())
+    it obeys. Created 0700; an existing one of ours is tightened to 0700. Under systemd it is
+    the workers' /var/lib/dorch/private when that is ours (another unit, e.g. root's timer
+    running `dorch submit`, keeps its own in its user data dir)."""
+    env = os.environ.get("DORCH_DATA_DIR")
+    if env:
+        return ensure_private(Path(env))
+    if under_systemd():
+        try:
+            if os.stat(SERVICE_PRIVATE_DIR).st_uid == os.geteuid():
+                return ensure_private(SERVICE_PRIVATE_DIR)
+        except FileNotFoundError:
+            pass
+    from platformdirs import user_data_path
+
+    return ensure_private(user_data_path("dorch"))
 
 
 def ensure_private(path: Path) -> Path:
