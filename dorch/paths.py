@@ -77,13 +77,16 @@ def private_dir() -> Path:
 
 
 def ensure_private(path: Path) -> Path:
-    """Make PATH a directory only this user can enter and write (0700); refuse a foreign one."""
+    """Make PATH a directory only this user can enter and write (0700); refuse a foreign one
+    (ConfigError, exit 78)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
         st = os.stat(path)  # a symlinked data dir of one's own (e.g. onto another disk) is fine
     if st.st_uid != os.geteuid():
-        raise PermissionError(
+        from dorch.config import ConfigError
+
+        raise ConfigError(
             f"{path}: owned by uid {st.st_uid}, not by you (uid {os.geteuid()}); dorch keeps "
             "private state there (outbox, host state). Use a directory of your own "
             "($DORCH_DATA_DIR) or fix its owner"

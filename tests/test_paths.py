@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dorch import paths
+from dorch.config import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -60,5 +61,5 @@ def test_a_foreign_data_dir_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
     data.mkdir(mode=0o777)
     os.chown(data, 47_999, 47_999)
     monkeypatch.setenv("DORCH_DATA_DIR", str(data))
-    with pytest.raises(PermissionError, match="not by you"):
+    with pytest.raises(ConfigError, match="not by you"):
         paths.private_dir()
