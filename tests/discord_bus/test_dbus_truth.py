@@ -207,3 +207,21 @@ def test_a_fenced_run_is_not_counted_as_done(world: World) -> None:
     host = socket.gethostname()
     eventually(lambda: board().get(f"{host}-0") == 1, 30, "the winner's row to count its task")
     assert board()[f"{host}-hung"] == 0, board()
+
+
+def test_a_task_edited_after_it_started_shows_the_prompt_that_ran(world: World) -> None:
+    task = world.post("Draft the release notes WORK=3")
+    world.fleet(1)
+    eventually(lambda: world.executions(), 60, "the agent to start")
+    # alice edits her message while the agent works on the text she first wrote (the emulator
+    # has no call for a member's edit yet: /work/notes/emulator-requests.md)
+    emu_world = world.emu.world
+    with emu_world.lock:
+        msg = emu_world.channels[world.channel("task-queue")].messages[int(task)]
+        msg.content, msg.edited = "Delete the repository", emu_world.now()
+    done = world.dorch("result", task, "--wait", "--timeout", "60", "--json")
+    shown = json.loads(done.stdout)["task"]["spec"]["prompt"]
+    assert shown.startswith("Draft the release notes WORK=3 [edited after it started"), shown
+    assert "Delete" not in shown
+    (recent,) = status_json(world)["recent"]
+    assert recent["task"]["spec"]["prompt"] == shown

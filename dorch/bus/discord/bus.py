@@ -1285,8 +1285,8 @@ class DiscordBus:
         if thread and edited and edited > _thread_created(thread) > 0 \
                 and not (msg.get("author") or {}).get("bot"):
             ran = str(thread.get("name") or "").partition(": ")[2]
-            spec = TaskSpec(f"{ran}… (edited after it started; the text that ran began so)",
-                            spec.model, spec.thinking)
+            spec = TaskSpec(f"{ran}{'…' if len(ran) >= 60 else ''} [edited after it started: "
+                            "this is how the text that ran began]", spec.model, spec.thinking)
         return Task(task_id or str(msg["id"]), spec, attempt, self._submitter(msg),
                     _epoch(msg.get("timestamp")))
 
