@@ -29,6 +29,9 @@ Attacks and their options (a path list is colon-separated):
   disk         write 16 MiB blocks into files under ``disk_dir=`` (default: cwd) up to
                ``disk_mb=`` (default 100000) in total, a new file whenever one is too large
   print        after the report, print ``print_mb=`` (default 500) MiB on ONE line to stdout
+  env          record the agent's own environment (escaped: it holds a credential path, the
+               notify socket or a DORCH_SECRET_* variable)
+  signal       check with signal 0 whether each of ``pids=`` (e.g. the worker) can be signalled
   sleep        sleep ``hold=`` s (so a test can kill the worker meanwhile); writes
                ``ready`` into the workspace first
 """
@@ -228,6 +231,22 @@ class Agent:
                     break
         self.record("disk", not error, written_mb=written // (1024 * 1024), error=error)
         time.sleep(hold)
+
+    def env(self) -> None:
+        leaks = [k for k in os.environ if k in ("CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET")
+                 or k.startswith("DORCH_SECRET_")]
+        self.record("env", bool(leaks), leaks=leaks, environ=dict(os.environ))
+
+    def signal(self) -> None:
+        reached = {}
+        for pid in self.paths("pids", ""):
+            try:
+                os.kill(int(pid), 0)
+                reached[pid] = "can be signalled"
+            except OSError as exc:
+                reached[pid] = exc.strerror or str(exc)
+        escaped = any(v == "can be signalled" for v in reached.values())
+        self.record("signal", escaped, pids=reached)
 
     def sleep(self) -> None:
         with open(os.path.join(self.cwd, "ready"), "w") as f:

@@ -263,7 +263,8 @@ def test_kill_9_mid_task_restarts_the_worker_and_the_task_completes(fresh: Host)
 
     wait_for(attempt_2_running, 60, f"task {tid} to run again once its lease expired")
     # The killed worker's agent went with it (KillMode=mixed): only attempt 2's agent is left.
-    assert h.sh("pgrep -c -f dorch-test-agent").strip() == "1"
+    # (the agent itself, not the bubblewrap processes whose command lines also name it)
+    assert h.sh("pgrep -c -f '^/bin/sh /usr/local/bin/dorch-test-agent'").strip() == "1"
     h.release("k9")
     done = h.wait_finished(tid, timeout=60)
     assert done["state"] == "succeeded", done
