@@ -152,13 +152,19 @@ class RateLimiter:
         key = self._key(doc, route, major)
         b = buckets.get(key)
         if not _valid(b, now):
-            b = buckets[key] = [1, 1, now + PROVISIONAL_TTL, PROVISIONAL, now, [], 0.0, 0.0]
+            # a new major of a route whose hash is known: its window is likely the same, so a
+            # first request that never gets its answer (its process died) holds it no longer
+            window = self._hash_window(doc, buckets, route, now)
+            b = buckets[key] = [1, 1, now + min(window or PROVISIONAL_TTL, PROVISIONAL_TTL),
+                                PROVISIONAL, now, [], window, 0.0]
         pending = self._pending(b, now)
         if b[_BLOCKED] > now:
             return b[_BLOCKED] - now
         if b[_RESET] <= now:  # the window is over: a fresh one, whose end is not known yet
             if b[_STATE] == PROVISIONAL:
+                # its one request got no answer for a whole window: its process died
                 b[_LIMIT] = 1
+                b[_PENDING] = pending = []
             else:
                 b[_STATE] = FRESH
             # requests still in flight may yet land in the new window: count them in it
@@ -259,6 +265,18 @@ class RateLimiter:
                                   text=f"waiting would exceed max_wait ({max_wait:.0f} s)")
             await asyncio.sleep(wait)
             waited += wait
+
+    @staticmethod
+    def _hash_window(doc: dict[str, Any], buckets: dict[str, list[Any]], route: str,
+                     now: float) -> float:
+        """The longest window learned for ROUTE's bucket hash under any major (0: none)."""
+        routes = doc.get("routes")
+        bucket = routes.get(route) if isinstance(routes, dict) else None
+        if not bucket:
+            return 0.0
+        prefix = f"b:{bucket}:"
+        return max((float(b[_WINDOW]) for k, b in buckets.items()
+                    if k.startswith(prefix) and _valid(b, now)), default=0.0)
 
     @staticmethod
     def _prune(buckets: dict[str, list[Any]], now: float) -> None:

@@ -126,6 +126,19 @@ def test_a_lost_response_closes_a_bucket_no_longer_than_its_real_window() -> Non
     assert rl.try_acquire(react, "1") == 0
 
 
+def test_a_first_request_whose_process_died_holds_a_bucket_one_known_window() -> None:
+    """kill -9 between a request and its answer: a new channel's bucket of a known route was
+    held the provisional 10 s; the route's window (learned on another channel) is enough."""
+    clock = Clock()
+    rl = limiter(clock)
+    assert rl.try_acquire(ROUTE, "1") == 0
+    rl.update(ROUTE, "1", info(5, 4, 1.0))
+    assert rl.try_acquire(ROUTE, "2") == 0  # provisional: one at a time; then the process dies
+    assert rl.try_acquire(ROUTE, "2") > 0
+    clock.now += 1.0
+    assert rl.try_acquire(ROUTE, "2") == 0
+
+
 def test_a_shared_429_keeps_what_is_known_of_the_window() -> None:
     """The issue's case: a shared 429 made the bucket reopen as a fresh window after its
     retry_after, forgetting the real one, and a real 429 followed."""
