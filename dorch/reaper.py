@@ -1,13 +1,13 @@
 """The agent's parent, between the worker and the agent (or its bubblewrap sandbox).
 
 Run as ``python -I -S reaper.py [--rlimit NAME=VALUE]... [--same-user] -- ARGV...`` (standard
-library only, nothing imported from dorch). It makes itself non-dumpable (the agent cannot read
-its /proc entries) and a child subreaper (every process the agent leaves behind, even after
-setsid(), becomes its child), then runs ARGV with the rlimits and PR_SET_PDEATHSIG=SIGKILL;
-with ``--same-user`` (no sandbox) also without capabilities and new privileges. When ARGV exits,
-or the worker dies (even by kill -9: the reaper gets SIGUSR1 then), it kills everything left and
-exits with ARGV's status. Doing this here, not in a preexec_fn of the (threaded) worker, keeps
-the worker's fork plain.
+library only, nothing imported from dorch). It makes itself a child subreaper (every process
+the agent leaves behind, even after setsid(), becomes its child), then runs ARGV with the
+rlimits and PR_SET_PDEATHSIG=SIGKILL; with ``--same-user`` (no sandbox) it is also
+non-dumpable (the agent cannot read its /proc entries) and ARGV runs without capabilities and
+new privileges. When ARGV exits, or the worker dies (even by kill -9: the reaper gets SIGUSR1
+then), it kills everything left and exits with ARGV's status. Doing this here, not in a
+preexec_fn of the (threaded) worker, keeps the worker's fork plain.
 """
 
 from __future__ import annotations
@@ -122,7 +122,11 @@ def parse(args: list[str]) -> tuple[list[tuple[int, int]], bool, list[str]]:
 
 def main(args: list[str]) -> int:
     rlimits, same_user, argv = parse(list(args))
-    prctl(PR_SET_DUMPABLE, 0)
+    # Without a sandbox the agent could read our /proc entries. With one it cannot see us (its
+    # own PID namespace), and we stay dumpable: under systemd's ProtectProc=invisible a
+    # non-dumpable process is hidden from the worker, whose monitor then sees no agent at all.
+    if same_user:
+        prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     parent = os.getppid()
 

@@ -248,6 +248,9 @@ def hidden_paths(config: Config) -> tuple[str, ...]:
     candidates = ["/etc/dorch", "/var/lib/dorch", str(paths.config_dir()), str(paths.data_dir()),
                   os.environ.get("STATE_DIRECTORY", ""), os.environ.get("CREDENTIALS_DIRECTORY", ""),
                   "/run/credentials", str(config.local_path().parent),
+                  # systemd's credential stores (the encrypted bot token; plain ones too)
+                  "/etc/credstore", "/etc/credstore.encrypted", "/usr/lib/credstore",
+                  "/usr/lib/credstore.encrypted",
                   os.path.expanduser("~/.local/share/keyrings")]
     if config.file is not None:
         candidates.append(str(Path(config.file).resolve().parent))
