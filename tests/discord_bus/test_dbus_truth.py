@@ -129,7 +129,7 @@ def test_status_tells_the_truth_after_a_host_dies(world: World) -> None:
     assert done.returncode == 0, done.stderr
 
     status = status_json(world)
-    assert status["counts"]["running"] == 0 and status["running"] == []
+    assert status["counts"]["running"] == 0 and status["running"] == [], status
     rows = {w["worker"]: w for w in status["workers"]}
     assert rows[f"{socket.gethostname()}-doomed"]["state"] == "LOST"
     (view,) = status["recent"]

@@ -1399,7 +1399,7 @@ class DiscordBus:
                 rows = {w.task_id: w for w in workers if w.state == "RUNNING" and w.task_id}
                 elsewhere = [t for t in rows if not (t in page and page[t].kind == "running")]
                 msgs = await self._task_messages(
-                    [d[1] for d in shown] + [t for t in elsewhere if t not in page][:MAX_ROWS],
+                    [d[1] for d in shown] + elsewhere[:MAX_ROWS],
                     {t: e.msg for t, e in page.items()},
                     min((e.id for e in entries), default=None))
         except BusConfigError:
