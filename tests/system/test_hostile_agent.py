@@ -117,7 +117,9 @@ def tasks(box: Host) -> dict[str, dict[str, Any]]:
     """Every task of the scenario, in order, on the one instance."""
     h = box
     out: dict[str, dict[str, Any]] = {}
-    out["victim"] = run(h, "env secret=victim-" + secrets.token_hex(8))
+    victim_secret = "victim-" + secrets.token_hex(8)
+    out["victim"] = run(h, f"env secret={victim_secret}")
+    out["victim"]["secret"] = victim_secret
     attacks = "proc,creds,walk,queue,outbox,plant,persist,daemon,env,signal,print"
     started = time.monotonic()
     out["hostile"] = run(h, " ".join([
@@ -136,7 +138,10 @@ def tasks(box: Host) -> dict[str, dict[str, Any]]:
                      f" {result.get('stderr_tail', '')[-300:]}".rstrip())
         for attack_name, entry in view["report"].get("attacks", {}).items():
             detail = {k: v for k, v in entry.items() if k not in ("environ", "escaped")}
-            FACTS.append(f"  {attack_name}: {'ESCAPED' if entry['escaped'] else 'stopped'} "
+            outcome = "stopped"
+            if entry["escaped"]:
+                outcome = "written in its sandbox" if attack_name == "plant" else "ESCAPED"
+            FACTS.append(f"  {attack_name}: {outcome} "
                          f"{json.dumps(detail)[:300]}")
     return out
 
@@ -163,8 +168,7 @@ def test_the_hostile_agent_reads_nothing_of_dorch(tasks: dict[str, dict[str, Any
     read = sorted(p for p in report["read"] if p != "failed")
     assert read == [], f"the agent read {read}"
     assert token not in json.dumps(report)
-    victim_secret = tasks["victim"]["task"]["prompt"].split("secret=", 1)[1]
-    assert victim_secret not in json.dumps(report)
+    assert tasks["victim"]["secret"] not in json.dumps(report)
     # The worker's /proc entries: not there at all in the agent's PID namespace.
     worker = attack(view, "proc")["pids"].get(view["worker_pid"])
     assert worker in (None, {"environ": False, "mem": False}), worker
