@@ -19,9 +19,13 @@ def started_agents(world: World) -> list[int]:
 
 
 def worker_of(agent: int) -> int:
-    """The worker process running AGENT (its parent)."""
-    stat = Path(f"/proc/{agent}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[1])
+    """The worker process running AGENT (an ancestor: the reaper sits between them)."""
+    pid = agent
+    for _ in range(5):
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+            return pid
+    raise AssertionError(f"no dorch worker above agent {agent}")
 
 
 def results_in(world: World, task_id: str) -> list[str]:
