@@ -13,6 +13,10 @@ the double claims). What is atomic on Discord:
   it in the old thread, marks the old message ♻️ and archives the thread (☠️ after
   ``max_attempts``). A thread in which nothing was ever posted (its claimer died before the
   receipt) is requeued by deleting the task message itself, the same compare-and-set.
+- **Trust** (``trust.py``): only a thread a fleet bot started is a claim, only its claimer's
+  receipt and result count. A thread anyone else starts on a task (a squat) is no claim: the
+  first worker to delete the task message (the compare-and-set) re-posts it, same attempt;
+  the ``SQUAT_LIMIT``-th squat in a row ends it ❌ blocked, named in its thread and #results.
 - **Fencing**: a holder whose receipt is gone (or whose task message is gone) stops its agent
   and never posts its result as the answer; the result is posted only after an edit of the
   receipt succeeded, which also extends the lease over the posting.

@@ -18,7 +18,8 @@ answer) and carries a fixed marker at the start of its first line, so the bus ca
 - board (#worker-pool): ``🔵 **W** RUNNING <link> · host · pid 42 · dorch 0.1.0 · 3 tasks done ·
   <t:E:R>``.
 
-Only messages written by a bot are read for these markers: a human cannot forge them.
+These markers are believed only from the right account (``trust.py``): a fleet bot's notes,
+the claimer's receipt and result; anything else that reads like them is noise.
 """
 
 from __future__ import annotations
