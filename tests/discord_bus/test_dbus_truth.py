@@ -102,6 +102,11 @@ def test_the_lease_is_renewed_before_the_agent_starts_when_the_claim_was_slow(
     assert len(world.executions()) == 1
 
 
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
 def status_json(world: World) -> dict[str, Any]:
     done = world.dorch("status", "--json")
     assert done.returncode == 0, done.stderr
@@ -115,15 +120,16 @@ def test_status_tells_the_truth_after_a_host_dies(world: World) -> None:
     world.configure(worker={"lease_seconds": 4, "heartbeat_seconds": 1})
     task = world.dorch("submit", "Refactor the parser HANG-ONCE").stdout.strip()
     doomed = world.home.spawn_worker("doomed", **{TOKEN_ENV: world.token("worker-1")})
+    agents: list[int] = []
     try:
-        (agent,) = eventually(lambda: started_agents(world), 60, "the agent to start")
+        agents = eventually(lambda: started_agents(world), 60, "the agent to start")
         eventually(lambda: any("RUNNING" in m["content"] for m in world.messages("worker-pool")),
                    30, "the board to show the task running")
     finally:
         doomed.kill()  # the host dies: its worker and its agent
         doomed.wait(10)
-        with contextlib.suppress(ProcessLookupError):  # it may have gone with its worker
-            os.kill(agent, signal.SIGKILL)
+        for agent in agents:
+            _kill(agent)  # it may have gone with its worker
     world.fleet(1, bots=("worker-2",))
     done = world.dorch("result", task, "--wait", "--timeout", "90")
     assert done.returncode == 0, done.stderr
@@ -147,16 +153,12 @@ def test_status_tells_the_truth_after_a_host_dies(world: World) -> None:
     assert "running:" not in text and "LOST" in text
 
 
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
 def test_a_task_dead_at_its_last_attempt_shows_that_attempt_and_its_prompt(world: World) -> None:
     # The case: a task dead at 3/3 showed attempt 1 in `status --json`, with the error
     # line as its prompt, and the board rows of the workers that died stayed RUNNING.
     world.configure(worker={"lease_seconds": 4, "heartbeat_seconds": 1, "max_attempts": 2})
     task = world.dorch("submit", "Crunch the numbers SLOW").stdout.strip()
+    agents: list[int] = []
     for n, name in enumerate(("first", "second"), start=1):
         worker = world.home.spawn_worker(name, **{TOKEN_ENV: world.token("worker-1")})
         try:
@@ -165,7 +167,8 @@ def test_a_task_dead_at_its_last_attempt_shows_that_attempt_and_its_prompt(world
         finally:
             worker.kill()  # the worker dies mid-task, and its host with it
             worker.wait(10)
-            _kill(agents[-1])
+            for agent in agents:
+                _kill(agent)
     world.fleet(1, bots=("worker-2",))
     done = world.dorch("result", task, "--wait", "--timeout", "90")
     assert done.returncode == 1 and "gave up after attempt 2 of 2" in done.stderr, done.stderr
@@ -225,3 +228,27 @@ def test_a_task_edited_after_it_started_shows_the_prompt_that_ran(world: World) 
     assert "Delete" not in shown
     (recent,) = status_json(world)["recent"]
     assert recent["task"]["spec"]["prompt"] == shown
+
+
+def test_a_long_task_re_posted_after_its_worker_died_runs_whole_again(
+        world: World, tmp_path: Path) -> None:
+    world.configure(worker={"lease_seconds": 4, "heartbeat_seconds": 1})
+    line = "HANG-ONCE · the long specification, line after line, ünïcödé included · "
+    prompt = (line * (250_000 // len(line) + 1))[:250_000]
+    (tmp_path / "spec.md").write_text(prompt)
+    task = world.dorch("submit", "--file", str(tmp_path / "spec.md")).stdout.strip()
+    doomed = world.home.spawn_worker("doomed", **{TOKEN_ENV: world.token("worker-1")})
+    agents: list[int] = []
+    try:
+        agents = eventually(lambda: started_agents(world), 60, "the agent to start")
+    finally:
+        doomed.kill()
+        doomed.wait(10)
+        for agent in agents:
+            _kill(agent)
+    world.fleet(1, bots=("worker-2",))
+    done = world.dorch("result", task, "--wait", "--timeout", "90")
+    assert done.returncode == 0, done.stderr
+    runs = [e["prompt"] for e in world.executions()]
+    assert [(len(r), _sha(r)) for r in runs] == [(len(prompt), _sha(prompt))] * 2
+    assert _sha(done.stdout) == _sha(f"done: {prompt}\n")
