@@ -957,7 +957,6 @@ class DiscordBus:
     async def heartbeat(self, claim: Claim, lease_seconds: float) -> Lease:
         tid = claim.task.id
         with self._errors(f"renewing the lease of task {tid}"):
-            await self._drain(limit=5)  # results of this host's workers that exited meanwhile
             text = formats.receipt_text(claim.worker, self.host, claim.task.attempt,
                                         self.max_attempts, time.time() + lease_seconds)
             try:
@@ -971,7 +970,11 @@ class DiscordBus:
                 if exc.code == ARCHIVED_THREAD:
                     return Lease.LOST
                 raise
-            return Lease.CANCELLED if await self._stopped(msg) else Lease.HELD
+            stopped = await self._stopped(msg)
+            # then the results of this host's workers that exited meanwhile: after the renewal,
+            # so that a slow delivery never holds the lease up
+            await self._drain(limit=5)
+            return Lease.CANCELLED if stopped else Lease.HELD
 
     async def finish(self, claim: Claim, result: Result) -> bool:
         if not result.state.finished:
