@@ -189,6 +189,19 @@ def test_a_thread_a_member_starts_on_a_queued_task_is_not_a_claim(world: World) 
     assert len(reposts) == 2 and all(r.startswith("-# dorch · attempt 1 ·") for r in reposts)
 
 
+def test_a_squatted_task_with_a_stop_reaction_is_cancelled_not_reposted(world: World) -> None:
+    task = world.post("Mow the lawn")
+    world.emu.react_as_user("alice", "task-queue", task, "🛑")
+    world.emu.start_thread_as_user("bob", "task-queue", task, name="mine")
+    world.fleet(1)
+    done = world.dorch("result", task, "--wait", "--timeout", "60")
+    assert done.returncode == 1 and f"task {task} cancelled" in done.stderr, done.stderr
+    (line,) = world.summaries()
+    assert line.startswith("🛑 **cancelled**") and "requested by a 🛑 reaction" in line
+    assert "Mow the lawn" not in executed_prompts(world)
+    assert not [m for m in world.messages("task-queue") if "Mow the lawn" in m["content"]]
+
+
 @contextlib.contextmanager
 def squatter(world: World, user: str) -> Iterator[list[str]]:
     """USER starts a thread on every message posted in #task-queue the moment it is posted

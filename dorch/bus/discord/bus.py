@@ -543,9 +543,7 @@ class DiscordBus:
                                    "fleet_bots")
             return _Entry(msg, "done")
         thread = msg.get("thread")
-        if thread:
-            if not (await self._fleet()).owns(thread):
-                return _Entry(msg, "squatted")  # a member's or a stranger's thread: no claim
+        if thread and (await self._fleet()).owns(thread):
             return _Entry(msg, "done" if _archived(thread) else "running")
         if author.get("bot") and any(p.match(msg.get("content") or "") for p in _NOT_TASKS):
             self._log_ignored(msg, "a dorch status or result post, not a task")
@@ -555,6 +553,8 @@ class DiscordBus:
             self._log_ignored(msg, "its content is empty: enable the MESSAGE_CONTENT intent "
                                    "of this bot in the Developer Portal (`dorch doctor`)")
             return _Entry(msg, "done")
+        if thread:
+            return _Entry(msg, "squatted")  # a member's or a stranger's thread: no claim
         return _Entry(msg, "stop" if _reaction(msg, formats.STOP) else "queued")
 
     async def _poll(self) -> list[_Entry]:
@@ -684,9 +684,13 @@ class DiscordBus:
         old = p["old"]
         if p.get("cancelled"):
             by = p.get("by", "?")
-            await self.client.create_message(old, formats.cancelled_note(by),
-                                             nonce=_sub_nonce(item, "c"))
-            summary = formats.summary_text(State.CANCELLED, self._link(old),
+            if p.get("foreign"):  # a squatter's thread: it may be locked or gone
+                await self._foreign_note(old, formats.cancelled_note(by), _sub_nonce(item, "c"))
+            else:
+                await self.client.create_message(old, formats.cancelled_note(by),
+                                                 nonce=_sub_nonce(item, "c"))
+            where = self._link(old, old) if p.get("foreign") else self._link(old)
+            summary = formats.summary_text(State.CANCELLED, where,
                                            line=f"before it started (requested by {by})")
             await self.client.create_message(self.results_channel, summary,
                                              nonce=_sub_nonce(item, "s"))
@@ -1084,6 +1088,7 @@ class DiscordBus:
         except _Rejected as exc:
             source, attempt, refused = msg.get("content") or "", 1, str(exc)
         payload: dict[str, Any] = {"old": mid, "text": source, "orphan": True, "foreign": True}
+        stopped = _reaction(msg, formats.STOP) is not None and await self._stopped(msg)
         try:
             await self.client.delete_message(self.task_channel, mid)  # the compare-and-set
         except errors.NotFound as exc:
@@ -1093,7 +1098,9 @@ class DiscordBus:
             # another worker's re-post is there by delivery
             payload["verify"] = True
         who = await self._user_label(trust.thread_owner(msg["thread"]))
-        if refused or squats >= SQUAT_LIMIT:
+        if stopped:
+            payload |= {"cancelled": True, "by": "a 🛑 reaction"}  # what its author asked for
+        elif refused or squats >= SQUAT_LIMIT:
             error = refused or (
                 f"blocked by {who}: {squats} times a thread was started on this task by someone "
                 "outside dorch's fleet, so no worker could claim it. Deny Create Public Threads "
