@@ -45,6 +45,16 @@ def started_agents(world: World) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+def worker_of(agent: int) -> int:
+    """The dorch worker above AGENT (the sandbox's reaper sits between them)."""
+    pid = agent
+    for _ in range(5):
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+            return pid
+    raise AssertionError(f"no dorch worker above agent {agent}")
+
+
 def claimed(world: World, task: str) -> bool:
     """The claimer's receipt (or its answer) is in the task's thread."""
     return any(formats.RECEIPT.match(m["content"]) or formats.RESULT.match(m["content"])
@@ -94,6 +104,25 @@ def test_a_strangers_receipt_leased_until_2286_does_not_keep_a_dead_workers_task
     assert code == 0, err
     assert view["state"] == "succeeded" and "done: Count the stars" in view["result"]["output"]
     assert executed_prompts(world)["Count the stars HANG-ONCE"] == 2
+
+
+def test_a_lease_is_never_believed_beyond_one_lease_after_its_receipt_was_written(
+        world: World) -> None:
+    # even the claimer's own bot (a buggy or skewed host) cannot hold a task for ever
+    world.configure(worker={"lease_seconds": 4, "heartbeat_seconds": 1})
+    task = world.post("Sort the mail HANG-ONCE")
+    world.fleet(2, bots=("worker-1",))
+    (agent,) = eventually(lambda: started_agents(world), 60, "the agent to start")
+    hung = worker_of(agent)
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        forge(world, task, f"🔒 claimed by **vm-0** on vm · attempt 1/3 · lease until <t:{FAR}:R>",
+              bot="worker-1")
+        code, view, err = result(world, task, 90)
+    finally:
+        os.kill(hung, signal.SIGCONT)
+    assert code == 0, err
+    assert view["task"]["attempt"] == 2 and view["result"]["output"].startswith("done: Sort")
 
 
 def test_forged_answers_from_a_stranger_bot_or_a_webhook_are_never_returned(
