@@ -20,6 +20,7 @@ import pytest
 
 from dorch.bus.discord import formats
 from dorch.discord.emulator.state import ApiError
+from tests.discord.emulator_api import run
 from tests.discord_bus.conftest import (
     WORKER_BOTS,
     World,
@@ -216,6 +217,17 @@ def test_a_thread_a_member_starts_on_a_queued_task_is_not_a_claim(world: World) 
     assert "ferns\ncacti" in plants  # the attachment came along
     reposts = [m["content"] for m in world.messages("task-queue") if "squatted 1" in m["content"]]
     assert len(reposts) == 2 and all(r.startswith("-# dorch · attempt 1 ·") for r in reposts)
+
+
+def test_a_task_taken_back_from_a_squatter_reads_as_queued_until_its_repost_is_there(
+        world: World) -> None:
+    task = world.post("Tidy the shed")
+    world.emu.start_thread_as_user("bob", "task-queue", task, name="mine")
+    # a worker won the compare-and-set (deleted the task message); its re-post is on its way
+    run(world.emu, lambda api: api.call(
+        "DELETE", f"/channels/{api.channel()}/messages/{task}"), bot="worker-1")
+    shown = world.dorch("result", task, "--json")
+    assert json.loads(shown.stdout)["state"] == "queued", shown.stderr  # not "no such task"
 
 
 def test_a_squatted_task_with_a_stop_reaction_is_cancelled_not_reposted(world: World) -> None:

@@ -745,13 +745,30 @@ class DiscordBus:
 
     async def _taken_back(self, old: str) -> bool:
         """Whether a fleet bot already re-posted squatted task OLD, or said it is blocked."""
+        if await self._reposted_as(old) is not None:
+            return True
         fleet = await self._fleet()
-        origin = self._link(old, old)
-        for channel in (self.task_channel, self.results_channel):
-            msgs = await self.client.list_messages(channel, after=old, limit=PAGE)
-            if any(fleet.wrote(m) and origin in (m.get("content") or "") for m in msgs):
-                return True
-        return False
+        msgs = await self.client.list_messages(self.results_channel, after=old, limit=PAGE)
+        return any(fleet.wrote(m) and self._link(old, old) in (m.get("content") or "")
+                   for m in msgs)
+
+    async def _reposted_as(self, old: str) -> str | None:
+        """The id of the fleet's re-post of task OLD (its header links OLD's thread): found
+        even when the ♻️ note could not go into a squatter's thread, or is not there yet."""
+        fleet = await self._fleet()
+        origin = f" from {self._link(old, old)}"
+        for m in await self.client.list_messages(self.task_channel, after=old, limit=PAGE):
+            first = (m.get("content") or "").partition("\n")[0]
+            if fleet.wrote(m) and first.startswith(formats.HEADER) and origin in first:
+                return str(m["id"])
+        return None
+
+    async def _thread_exists(self, tid: str) -> bool:
+        try:
+            await self.client.get_channel(tid)
+        except errors.NotFound:
+            return False
+        return True
 
     async def _foreign_note(self, thread: str, text: str, nonce: str) -> None:
         """A note in a thread someone outside the fleet started: they may have locked or
@@ -1334,10 +1351,13 @@ class DiscordBus:
                     # deleted by a reaper (an orphan) or taken back from a squatter: its
                     # thread says where the task went, or how it ended
                     notes = await self._thread_notes(tid)
-                    nxt = _requeued_to(notes)
+                    nxt = _requeued_to(notes) or await self._reposted_as(tid)
                     if nxt is None:
                         gone = origin or Task(task_id, TaskSpec("(its message was deleted)"))
-                        return _ended(gone, notes, "", _thread_started(notes), url)
+                        ended = _ended(gone, notes, "", _thread_started(notes), url)
+                        if ended is None and await self._thread_exists(tid):
+                            return TaskView(gone, State.QUEUED, url=url)  # re-post on its way
+                        return ended
                     tid = nxt
                     continue
                 task = self._task_of(msg, task_id)
