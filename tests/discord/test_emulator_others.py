@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from dorch.config import ConfigError
 from dorch.discord.emulator import Emulator
 from dorch.discord.emulator.remote import EmulatorProcess, RemoteError
 from dorch.discord.emulator.state import ApiError
 from tests.discord.emulator_api import Api, MakeEmulator, run
+from tests.discord.test_doctor import checks_for
 
 HOOK_ALLOWED = {"bots": [{"name": "worker-1", "allow": ["MANAGE_WEBHOOKS"]}, {"name": "worker-2"}],
                 "users": [{"name": "alice"}, {"name": "bob"}]}
@@ -196,3 +199,43 @@ def test_the_control_api_acts_as_members_webhooks_and_apps(make_emulator_proc: A
     with pytest.raises(RemoteError) as again:
         remote.start_thread_as_user("worker-1", "task-queue", task["id"])
     assert again.value.status == 400 and again.value.body["code"] == 160004
+
+
+def test_a_channel_locked_to_the_fleet_refuses_members_threads(make_emulator: MakeEmulator,
+                                                              tmp_path: Path) -> None:
+    """The lockdown dorch doctor asks for: #task-queue denies Create Public Threads and Send
+    Messages in Threads to @everyone and allows both to the fleet's role."""
+    locked = {"@everyone": {"deny": ["CREATE_PUBLIC_THREADS", "SEND_MESSAGES_IN_THREADS"]},
+              "dorch-fleet": {"allow": ["CREATE_PUBLIC_THREADS", "SEND_MESSAGES_IN_THREADS"]}}
+    emu = make_emulator(
+        channels=[{"name": "task-queue", "overwrites": locked}, "results", "worker-pool"],
+        roles=["dorch-submitter", "dorch-fleet"],
+        bots=[{"name": "worker-1", "roles": ["dorch-fleet"]}, {"name": "stranger"}],
+        users=[{"name": "bob", "roles": ["dorch-submitter"]}])
+    task = emu.post_as_user("bob", "task-queue", "a task")  # posting in the channel is still fine
+    for member in ("bob", "stranger"):
+        with pytest.raises(ApiError) as refused:
+            emu.start_thread_as_user(member, "task-queue", task["id"])
+        assert refused.value.code == 50013
+    claim = emu.start_thread_as_user("worker-1", "task-queue", task["id"], "task")
+    emu.post_as_user("worker-1", claim["id"], "🔒 claimed by **w1**")
+    with pytest.raises(ApiError) as muted:
+        emu.post_as_user("bob", claim["id"], "🏁 **succeeded** in 0.1 s · **w1**")
+    assert muted.value.code == 50013
+    emu.post_as_user("bob", "results", "other channels are as before")
+
+    shown = {(o["id"], o["type"]) for o in emu.world.channel_json(
+        emu.world.channels[emu.config.channel("task-queue").id])["permission_overwrites"]}
+    assert shown == {(str(emu.config.guild_id), 0), (str(emu.config.roles[1].id), 0)}
+    threads = checks_for(emu, tmp_path)["threads in #task-queue"]
+    assert threads.ok and not threads.warn, threads
+    opened = checks_for(make_emulator(), tmp_path / "open")["threads in #task-queue"]
+    assert opened.warn and opened.detail.startswith("@everyone may start threads")
+
+
+def test_channel_overwrites_name_known_roles(make_emulator: MakeEmulator) -> None:
+    with pytest.raises(ConfigError, match=r"channels\[0\]\.overwrites: no role 'fleet'"):
+        make_emulator(channels=[{"name": "task-queue", "overwrites": {"fleet": {"deny": []}}}])
+    with pytest.raises(ConfigError, match="unknown permission 'CREATE_THREADS'"):
+        make_emulator(channels=[{"name": "task-queue",
+                                 "overwrites": {"@everyone": {"deny": ["CREATE_THREADS"]}}}])

@@ -63,6 +63,8 @@ class ChannelSpec:
     id: int
     type: int = TEXT
     topic: str = ""
+    # role id (the guild's id for @everyone) -> the channel's overwrite for that role
+    overwrites: dict[int, Override] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,6 @@ class MemberSpec:
     overrides: dict[int, Override] = field(default_factory=dict)  # channel id -> override
     message_content: bool = True
     verified: bool = False
-
-    def permissions_in(self, channel_id: int) -> int:
-        override = self.overrides.get(channel_id, Override())
-        return (self.permissions & ~override.deny) | override.allow
 
 
 @dataclass
@@ -232,6 +230,20 @@ def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
         raise ValueError(f"{where}: unknown key {unknown[0]!r}; known keys are {', '.join(sorted(allowed))}")
 
 
+def _overwrites(raw: Any, where: str, role_ids: dict[str, int]) -> dict[int, Override]:
+    """A channel's role overwrites: ``{"@everyone" | ROLE: {"allow": [...], "deny": [...]}}``."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} must be a table of roles")
+    out = {}
+    for role, ov in raw.items():
+        _check_keys(ov, {"allow", "deny"}, f"{where}.{role}")
+        if str(role) not in role_ids:
+            raise ValueError(f"{where}: no role {role!r}; use @everyone or a role under [[roles]]")
+        out[role_ids[str(role)]] = Override(perms.parse(ov.get("allow", []), f"{where}.{role}.allow"),
+                                            perms.parse(ov.get("deny", []), f"{where}.{role}.deny"))
+    return out
+
+
 def _build(data: dict[str, Any]) -> EmulatorConfig:
     _check_keys(data, _SECTIONS, "config")
     ids = _Ids()
@@ -244,7 +256,7 @@ def _build(data: dict[str, Any]) -> EmulatorConfig:
     for i, raw in enumerate(raw_channels):
         where = f"channels[{i}]"
         entry = {"name": raw} if isinstance(raw, str) else raw
-        _check_keys(entry, {"name", "id", "type", "topic"}, where)
+        _check_keys(entry, {"name", "id", "type", "topic", "overwrites"}, where)
         name = str(entry["name"]).lstrip("#")
         kind = entry.get("type", "text")
         if kind not in _CHANNEL_TYPES:
@@ -261,6 +273,10 @@ def _build(data: dict[str, Any]) -> EmulatorConfig:
         _check_keys(entry, {"name", "id"}, where)
         roles.append(RoleSpec(str(entry["name"]), ids.take(entry.get("id"), where)))
     role_ids = {r.name: r.id for r in roles} | {str(r.id): r.id for r in roles}
+    for i, raw in enumerate(raw_channels):
+        overwrites = {} if isinstance(raw, str) else raw.get("overwrites", {})
+        channels[i] = dataclasses.replace(channels[i], overwrites=_overwrites(
+            overwrites, f"channels[{i}].overwrites", role_ids | {"@everyone": guild_id}))
 
     by_channel = {c.name: c.id for c in channels} | {str(c.id): c.id for c in channels}
 

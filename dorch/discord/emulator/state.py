@@ -178,6 +178,7 @@ class World:
         self.members: dict[int, MemberSpec] = {m.id: m for m in [*config.bots, *config.users]}
         self.nonces: dict[tuple[int, str], tuple[int, int, float]] = {}  # -> channel, message, time
         self.webhooks: dict[int, Webhook] = {}
+        self.overwrites = {c.id: c.overwrites for c in config.channels}  # channel -> role -> Override
 
     def now(self) -> float:
         return time.time() + self.clock_offset
@@ -185,8 +186,23 @@ class World:
     # -- lookups and permissions ---------------------------------------------------------------
 
     def permissions(self, actor: MemberSpec, channel: Channel) -> int:
-        """ACTOR's permissions in CHANNEL; threads inherit their parent's."""
-        return actor.permissions_in(channel.parent_id or channel.id)
+        """ACTOR's permissions in CHANNEL (threads inherit their parent's), by Discord's
+        arithmetic: the member's own, then the channel's overwrites for @everyone, for the
+        member's roles together, and for the member."""
+        parent = channel.parent_id or channel.id
+        bits = actor.permissions
+        overwrites = self.overwrites.get(parent)
+        if overwrites:
+            everyone = overwrites.get(self.config.guild_id)
+            if everyone is not None:
+                bits = (bits & ~everyone.deny) | everyone.allow
+            deny = allow = 0
+            for role in actor.roles:
+                if role in overwrites:
+                    deny, allow = deny | overwrites[role].deny, allow | overwrites[role].allow
+            bits = (bits & ~deny) | allow
+        own = actor.overrides.get(parent)
+        return (bits & ~own.deny) | own.allow if own else bits
 
     def channel(self, actor: MemberSpec, channel_id: int) -> tuple[Channel, int]:
         """The channel and ACTOR's permissions in it; 404 10003 or 403 50001 as Discord answers."""
@@ -253,9 +269,11 @@ class World:
         else:
             position = [c.id for c in self.config.channels].index(channel.id)
             # a member's channel override is a member overwrite (type 1), as Discord shows it
-            overwrites = [{"id": str(m.id), "type": 1, "allow": str(o.allow), "deny": str(o.deny)}
-                          for m in self.members.values()
-                          if (o := m.overrides.get(channel.id)) is not None]
+            overwrites = [{"id": str(r), "type": 0, "allow": str(o.allow), "deny": str(o.deny)}
+                          for r, o in self.overwrites.get(channel.id, {}).items()]
+            overwrites += [{"id": str(m.id), "type": 1, "allow": str(o.allow), "deny": str(o.deny)}
+                           for m in self.members.values()
+                           if (o := m.overrides.get(channel.id)) is not None]
             out |= {"parent_id": None, "position": position, "topic": channel.topic or None,
                     "nsfw": False, "permission_overwrites": overwrites}
         return out
