@@ -51,6 +51,7 @@ MONITOR_INTERVAL = 0.5     # s between two looks at the sandbox's processes
 DISK_INTERVAL = 2.0        # s between two walks of the workspace (longer if a walk is slow)
 
 PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
+NPROC_MARGIN = 16
 # New user, mount (implied), IPC and PID namespaces; the network is shared. Not --unshare-all:
 # its uts and cgroup namespaces are refused by the worker unit (RestrictNamespaces=, to keep its
 # exposure at 2.0); under systemd ProtectHostname= already gives the service its own uts.
@@ -185,8 +186,10 @@ class Sandbox:
         out = []
         if lim.max_processes:
             # RLIMIT_NPROC counts every task of the uid (or of the user namespace), not just
-            # the agent's: on top of what runs now. The monitor enforces the exact number.
-            out.append(f"nproc={_uid_tasks() + lim.max_processes}")
+            # the agent's: on top of what runs now, with room for the reaper, bubblewrap and the
+            # worker's threads, so that the monitor (which enforces the exact number and says
+            # so) sees a fork bomb reach the limit before fork() starts failing.
+            out.append(f"nproc={_uid_tasks() + lim.max_processes + NPROC_MARGIN}")
         if lim.memory_mb:
             # per process, twice the total: one process cannot outgrow the monitor between looks
             out.append(f"data={2 * lim.memory_mb * mib}")
@@ -376,6 +379,19 @@ def _alive(pid: int) -> bool:
     return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
 
 
+def _pss(pid: int, rss: int) -> int:
+    """PID's proportional set size in bytes (RSS if unreadable): shared pages counted once
+    across processes, so 200 forked copies of one interpreter are not 200 interpreters."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return rss
+
+
 def _stat_fields(pid: int) -> list[bytes]:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -419,7 +435,7 @@ class Monitor:
             fields = _stat_fields(pid)
             if len(fields) > 22 and fields[0] not in (b"Z", b"X"):
                 tasks += int(fields[17])          # num_threads
-                rss += int(fields[21]) * self._page
+                rss += _pss(pid, int(fields[21]) * self._page)
         if lim.max_processes and tasks >= lim.max_processes:
             self.error = (f"the agent hit the process limit ({lim.max_processes} processes and "
                           "threads; [executor] max_processes)")
