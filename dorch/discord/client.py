@@ -132,6 +132,7 @@ class DiscordClient:
         self.max_wait = max_wait
         self.retry_base = retry_base
         self.max_backoff = max_backoff
+        self.resent = 0  # requests sent again after an attempt that may have reached Discord
         self.user_agent = user_agent
         directory = Path(state_dir) if state_dir is not None else None
         if shared and directory is None:
@@ -221,6 +222,7 @@ class DiscordClient:
         ambiguous = False
         failure: errors.DiscordError | None = None
         for attempt in range(self.max_tries):
+            self.resent += ambiguous
             delay = self.invalid.delay()  # raises during a ban or at the host's limit
             if delay:
                 log.warning("slowing down %.2f s: many invalid Discord requests from this host",

@@ -230,6 +230,44 @@ def test_a_task_taken_back_from_a_squatter_reads_as_queued_until_its_repost_is_t
     assert json.loads(shown.stdout)["state"] == "queued", shown.stderr  # not "no such task"
 
 
+def test_a_submission_squatted_and_reposted_while_its_answer_was_lost_runs_once(
+        world: World) -> None:
+    # `dorch submit` posts the task; its answer is lost; at once bob starts a thread on it and
+    # a worker takes it back and re-posts it. The submit's retry (same nonce) finds no message
+    # to return (the original was deleted) and posts a second copy: it must not run twice.
+    state, queue = world.emu.world, world.channel("task-queue")
+    bob, worker = world.emu.config.member("bob"), world.emu.config.member("worker-1")
+    create = state.create_message
+    taken: list[str] = []
+
+    def create_and_take_back(actor: Any, channel_id: int, payload: Any, *args: Any,
+                             **kwargs: Any) -> Any:
+        msg = create(actor, channel_id, payload, *args, **kwargs)
+        if channel_id == queue and not taken and "Rake the leaves" in msg["content"]:
+            taken.append(msg["id"])
+            world.emu.faults.drop_responses = 1  # this answer never reaches dorch
+            state.start_thread(bob, queue, int(msg["id"]), {"name": "mine"})
+            state.delete_message(worker, queue, int(msg["id"]))  # the worker's take-back
+            thread = formats.link(world.emu.config.guild_id, msg["id"], msg["id"])
+            post = formats.task_post(formats.split_header(msg["content"])[0],
+                                     formats.requeue_header(1, thread, "re-posted", 1))
+            create(worker, queue, {"content": post.content}, [])
+        return msg
+
+    state.create_message = create_and_take_back
+    try:
+        submitted = world.dorch("submit", "Rake the leaves")
+    finally:
+        del state.create_message
+    assert submitted.returncode == 0, submitted.stderr
+    assert submitted.stdout.strip() == taken[0]  # the task's first id, followed to its re-post
+    assert len([m for m in world.messages("task-queue") if "Rake the leaves" in m["content"]]) == 1
+    world.fleet(1)
+    code, _, err = result(world, taken[0])
+    assert code == 0, err
+    assert executed_prompts(world)["Rake the leaves"] == 1
+
+
 def test_a_squatted_task_with_a_stop_reaction_is_cancelled_not_reposted(world: World) -> None:
     task = world.post("Mow the lawn")
     world.emu.react_as_user("alice", "task-queue", task, "🛑")

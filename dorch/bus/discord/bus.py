@@ -641,6 +641,7 @@ class DiscordBus:
 
     async def _deliver_submit(self, item: Item) -> Any:
         files = [File.text(name, text) for name, text in item.payload.get("files", [])]
+        resent = self.client.resent
         try:
             msg = await self.client.create_message(self.task_channel, item.payload["content"],
                                                    files=files, nonce=item.nonce)
@@ -651,7 +652,31 @@ class DiscordBus:
                     raise exc
             except BusConfigError as config_error:
                 raise PermanentError(str(config_error)) from config_error
+        if item.tries or self.client.resent > resent:
+            earlier = await self._squatted_copy(item.payload["content"], msg["id"])
+            if earlier is not None:
+                log.warning("task %s: an earlier try of this submission (%s) was posted, "
+                            "squatted and re-posted meanwhile; deleting this copy", msg["id"],
+                            earlier)
+                with contextlib.suppress(errors.NotFound):
+                    await self.client.delete_message(self.task_channel, msg["id"])
+                return {"id": earlier}
         return {"id": msg["id"]}
+
+    async def _squatted_copy(self, content: str, posted: str) -> str | None:
+        """The id of an earlier try of a submission whose answer was lost, if a worker took it
+        back from a squatter and re-posted it before the retry: the nonce no longer finds a
+        deleted message, so the retry (POSTED) is a second copy of the task."""
+        body = formats.split_header(content)[0]
+        fleet = await self._fleet()
+        recent = await self.client.list_messages(
+            self.task_channel, before=_snowflake_at(time.time() + 60), limit=PAGE)
+        for m in recent:
+            head, _, rest = (m.get("content") or "").partition("\n")
+            if m["id"] != posted and fleet.wrote(m) and " · squatted " in head and rest == body \
+                    and (origin := formats.parse_link(head)) is not None:
+                return origin[2]
+        return None
 
     async def _deliver_result(self, item: Item) -> Any:
         p = item.payload
