@@ -102,7 +102,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                          "bubblewrap when it works (required under systemd)"),
         "ro_paths": Key(list, [], help="more paths the sandboxed agent may read (read-only)"),
         "max_processes": Key(int, 512, help="processes and threads per task (0: no limit)"),
-        "memory_mb": Key(int, 4096, help="memory (RSS) of a task's processes, MB (0: no limit)"),
+        "memory_mb": Key(int, 4096, help="memory (PSS: shared pages counted once) of a task's "
+                                          "processes, MB (0: no limit)"),
         "disk_mb": Key(int, 10240, help="disk used in a task's workspace and home, MB "
                        "(also the largest file; 0: no limit)"),
         "max_output_bytes": Key(int, 4 * 1024 * 1024, help="agent output read as the answer; "

@@ -23,6 +23,7 @@ ends the task with an error naming the limit and its key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import functools
 import logging
@@ -240,10 +241,26 @@ def bwrap_works(bwrap: str = "bwrap") -> str:
             env={"PATH": os.defpath})
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{found} does not run: {exc}"
+    finally:
+        _reap_orphaned_bwrap()
     if done.returncode != 0:
         return (f"{found} cannot create a sandbox here ({done.stderr.strip() or done.returncode};"
                 " are unprivileged user namespaces disabled?)")
     return ""
+
+
+def _reap_orphaned_bwrap() -> None:
+    """bwrap's inner process outlives its parent by a moment; in a subreaper it is reparented
+    here and would stay a zombie (only bwrap's: an agent's status belongs to its waiter)."""
+    for pid in own_children():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if b"(bwrap)" in stat and stat[stat.rfind(b")") + 2:][:1] == b"Z":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
 
 
 def hidden_paths(config: Config) -> tuple[str, ...]:
