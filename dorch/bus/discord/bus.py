@@ -652,16 +652,23 @@ class DiscordBus:
                     raise exc
             except BusConfigError as config_error:
                 raise PermanentError(str(config_error)) from config_error
-        if item.tries or self.client.resent > resent:
-            earlier = await self._squatted_copy(item.payload["content"], msg["id"])
-            if earlier is not None:
-                log.warning("task %s: an earlier try of this submission (%s) was posted, "
-                            "squatted and re-posted meanwhile; deleting this copy", msg["id"],
-                            earlier)
-                with contextlib.suppress(errors.NotFound):
-                    await self.client.delete_message(self.task_channel, msg["id"])
-                return {"id": earlier}
-        return {"id": msg["id"]}
+        return {"id": await self._one_copy(item, resent, item.payload["content"], msg["id"])}
+
+    async def _one_copy(self, item: Item, resent: int, content: str, posted: str) -> str:
+        """The task's id after posting CONTENT as POSTED: if an earlier try of this post got
+        through (its answer lost) and was squatted and re-posted before the retry, the retry
+        is a second copy (the nonce no longer finds the deleted first one): it is deleted and
+        the first try's id returned (``get`` follows it to the re-post)."""
+        if not item.tries and self.client.resent == resent:
+            return posted
+        earlier = await self._squatted_copy(content, posted)
+        if earlier is None:
+            return posted
+        log.warning("task %s: an earlier try of this post (%s) went through and was squatted "
+                    "and re-posted meanwhile; deleting this copy", posted, earlier)
+        with contextlib.suppress(errors.NotFound):
+            await self.client.delete_message(self.task_channel, posted)
+        return earlier
 
     async def _squatted_copy(self, content: str, posted: str) -> str | None:
         """The id of an earlier try of a submission whose answer was lost, if a worker took it
@@ -755,8 +762,10 @@ class DiscordBus:
         header = formats.requeue_header(p["attempt"], self._link(old, old), p["verb"],
                                         p.get("squats", 0), p.get("submitter", ""))
         post = formats.task_post(p["text"], header)
+        resent = self.client.resent
         new = await self.client.create_message(self.task_channel, post.content, files=post.files,
                                                nonce=item.nonce)
+        new = {"id": await self._one_copy(item, resent, post.content, new["id"])}
         note = formats.requeue_note(p["attempt"], self._link(new["id"]), p["why"])
         if p.get("foreign"):  # the squatter's thread: it may be locked or gone
             await self._foreign_note(old, note, _sub_nonce(item, "n"))
