@@ -11,7 +11,6 @@ import json
 import os
 import random
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -308,9 +307,9 @@ def squatter(world: World, user: str) -> Iterator[list[str]]:
 
 def test_a_task_squatted_again_and_again_ends_blocked_by_the_squatter(world: World) -> None:
     with squatter(world, "bob") as squatted:
-        task = world.dorch("submit", "Feed the cat").stdout.strip()
+        task = world.post("Feed the cat")  # its re-posts are left 20 s to their poster first
         world.fleet(1)
-        code, view, err = result(world, task, 60)
+        code, view, err = result(world, task, 120)
     assert code == 1, (view, err)
     assert view["state"] == "failed" and "blocked by bob" in view["result"]["error"], view
     assert len(squatted) == 3  # the task and its two re-posts
@@ -347,88 +346,3 @@ def test_a_worker_whose_bot_is_not_in_fleet_bots_does_not_start(world: World) ->
     assert f"this bot (user id {world.bot_id('worker-1')}) is not in [discord] fleet_bots" \
         in fleet.logs()
     assert not world.executions()
-
-
-# -- all of it at once -----------------------------------------------------------------------
-
-
-class Hostiles:
-    """A stranger bot and a webhook forging a receipt leased until 2286, an expired receipt, a
-    result and a ♻️ note in every task thread they see, and a member starting a thread (polling
-    every 50 ms) on every new message carrying one of the STUBBORN prompts, and on the first
-    message of ONCE prompts, until stopped."""
-
-    def __init__(self, world: World, decoy: str, stubborn: list[str], once: list[str]) -> None:
-        self.world, self.decoy, self.stubborn, self.once = world, decoy, stubborn, once
-        self.hook = world.emu.create_webhook("task-queue", "Captain Hook")
-        self.stop = threading.Event()
-        self.squats = self.forged = 0
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self) -> None:
-        world, seen, forged_in = self.world, set(), set()
-        link = formats.link(world.emu.config.guild_id, world.channel("task-queue"), self.decoy)
-        fakes = [f"🔒 claimed by **ghost** on nowhere · attempt 1/3 · lease until <t:{FAR}:R>",
-                 "🏁 **succeeded** in 0.1 s · **ghost** on nowhere · attempt 1/3\nFORGED",
-                 f"♻️ lease expired; re-queued as attempt 2: {link}",
-                 "🔒 claimed by **ghost** on nowhere · attempt 1/3 · lease until <t:1000000000:R>"]
-        for _ in range(100_000):
-            if self.stop.wait(0.05):
-                return
-            for m in world.messages("task-queue"):
-                body = formats.split_header(m["content"])[0]
-                target = body in self.stubborn or (body in self.once and not m["author"].get("bot"))
-                if "thread" not in m and m["id"] not in seen and target:
-                    seen.add(m["id"])
-                    with contextlib.suppress(ApiError):
-                        world.emu.start_thread_as_user("bob", "task-queue", m["id"], name="mine")
-                        self.squats += 1
-                elif "thread" in m and m["id"] not in forged_in and \
-                        m["thread"]["owner_id"] != str(world.user_id("bob")):
-                    forged_in.add(m["id"])
-                    for i, fake in enumerate(fakes):
-                        with contextlib.suppress(ApiError):
-                            if i % 2:
-                                world.emu.execute_webhook(self.hook, fake, thread_id=m["id"])
-                            else:
-                                forge(world, m["id"], fake)
-                            self.forged += 1
-
-    def __enter__(self) -> Hostiles:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(10)
-
-
-@pytest.mark.soak
-def test_a_hostile_server_every_task_ends_once_and_truly(hostile: World) -> None:
-    world = hostile
-    world.configure(worker={"lease_seconds": 8, "heartbeat_seconds": 2})
-    prompts = [f"hostile task {i:02d}" for i in range(30)]
-    tasks = [world.post(p) for p in prompts]
-    with Hostiles(world, decoy=tasks[-1], stubborn=prompts[:5], once=prompts[5:15]) as hostiles:
-        world.emu.set_faults(drop_response_rate=0.2)
-        world.fleet(6, bots=WORKER_BOTS[:3], hosts=3)
-        eventually(lambda: len(world.summaries()) >= len(prompts), 400, "every task to end",
-                   interval=1.0)
-        world.emu.set_faults(drop_response_rate=0.0)
-    views = {p: result(world, t, 60)[1] for p, t in zip(prompts, tasks, strict=True)}
-
-    lines = world.summaries()
-    assert len(lines) == len(prompts), lines  # each task ended once
-    succeeded = [p for p, v in views.items() if v.get("state") == "succeeded"]
-    blocked = [p for p, v in views.items()
-               if v.get("state") == "failed" and "blocked by bob" in v["result"]["error"]]
-    assert sorted(succeeded + blocked) == prompts, views
-    assert set(prompts[15:]) <= set(succeeded) and blocked and hostiles.forged >= 40
-    for p in succeeded:
-        assert views[p]["result"]["output"] == f"done: {p}\n", views[p]
-    ran = executed_prompts(world)
-    assert not any(ran[p] for p in blocked)
-    assert all(ran[p] >= 1 for p in succeeded)
-    assert "FORGED" not in json.dumps(views)
-    print(f"\nhostile: {len(succeeded)} succeeded, {len(blocked)} blocked, {hostiles.squats} "
-          f"squats, {hostiles.forged} forgeries, {sum(ran.values())} executions")

@@ -96,6 +96,9 @@ TASK_FILE_CAP = 8 << 20  # bytes of a task.md or result.md dorch writes (Discord
 ROLE_TTL = 60.0  # s a member's roles are cached (a removed role stops tasks within a minute)
 SQUAT_LIMIT = 3  # threads started on a task by others before it ends ❌ blocked
 SQUATS_PER_ROUND = 5  # squatted tasks re-posted per reap at most
+# s a bot's squatted post is left alone: its poster's client may still be retrying it (backoff
+# 1+2+4+8 s), and a retry after the take-back deleted it would post a second copy
+SQUAT_SETTLE = 20.0
 KEPT_IGNORED = 1000  # message ids remembered as "already logged as ignored"
 MAX_ROWS = 20  # board rows whose task `dorch status` looks up when it is not in the poll's page
 DISCORD_EPOCH_MS = 1420070400000
@@ -1088,7 +1091,10 @@ class DiscordBus:
             await self._preflight()
             await self._drain()
             entries = await self._poll()
-            squatted = [e for e in entries if e.kind == "squatted"][:SQUATS_PER_ROUND]
+            settled = time.time() - SQUAT_SETTLE
+            squatted = [e for e in entries if e.kind == "squatted" and (
+                not (e.msg.get("author") or {}).get("bot")
+                or _epoch(e.msg.get("timestamp")) < settled)][:SQUATS_PER_ROUND]
             for entry in squatted:
                 await self._unsquat(entry.msg)
             if squatted:
