@@ -13,12 +13,14 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from dorch.bus import State
 from dorch.bus.discord import formats
+from dorch.cli import EXIT_TEMPFAIL
 from dorch.discord.emulator.config import DEFAULT
 from dorch.discord.emulator.snowflake import time_ms
 from dorch.discord.emulator.state import ApiError
@@ -155,6 +157,17 @@ class Hostiles:
                 f"{FORGED} answer from a {who}")
 
 
+def dorch(env: dict[str, str], *args: str) -> tuple[str, str, int]:
+    """(stdout, stderr, exit) of a dorch command, run again while it exits 75 (Discord not
+    reached: with a fifth of the answers lost, 5 tries of one request all fail now and then)."""
+    for _ in range(3):
+        done = subprocess.run([DORCH, *args], env=env, capture_output=True, text=True, timeout=300,
+                              check=False)
+        if done.returncode != EXIT_TEMPFAIL:
+            break
+    return done.stdout, done.stderr, done.returncode
+
+
 def task_prompts(world: World, hostiles: Hostiles) -> dict[str, str]:
     """Each #task-queue message id, deleted ones included -> the task text it carries (re-posts
     carry the original's)."""
@@ -199,8 +212,9 @@ def diagnose(world: World, hostiles: Hostiles, prompts: list[str]) -> str:
 
 @pytest.mark.soak
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(strict=True, reason="issue 16: with answers lost, a squatted task is at times re-posted "
-                   "twice and ends ❌ blocked twice (two #results lines)")
+@pytest.mark.xfail(strict=False, reason="issue 16, intermittent (2 runs in 5): a re-post whose answers were "
+                   "lost is sent again after another worker blocked and deleted its first copy, so the "
+                   "task forks and ends ❌ blocked twice (two #results lines)")
 def test_a_hostile_server_cannot_forge_squat_or_lose_a_task(make_world: Any) -> None:
     world = hostile_world(make_world)
     fleet_ids = {str(world.bot_id(b)) for b in FLEET}
@@ -253,16 +267,15 @@ def test_a_hostile_server_cannot_forge_squat_or_lose_a_task(make_world: Any) -> 
         if executed[text] != (0 if blocked else 1):
             problems.append(f"{text!r}: the agent ran it {executed[text]} times")
 
-    for i, (_, err, _) in answers.items():
+    for i, (_, err, code) in answers.items():
         found = re.search(r"task (\d+) queued", err)
         assert found, (i, err)
         ids[i] = found.group(1)
-    results: dict[int, tuple[str, str, int]] = {}
-    for batch in range(0, TASKS, 10):  # `dorch result` of every task, ten at a time
-        procs = {i: subprocess.Popen([DORCH, "result", ids[i]], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-                 for i in range(batch, min(batch + 10, TASKS))}
-        results |= {i: (*p.communicate(timeout=120), p.returncode) for i, p in procs.items()}
+        if code == EXIT_TEMPFAIL:  # Discord could not be reached at the time: what a user retries
+            answers[i] = dorch(env, "result", ids[i], "--wait", "--timeout", "120")
+    with ThreadPoolExecutor(10) as pool:  # `dorch result` of every task, ten at a time
+        results = dict(zip(range(TASKS), pool.map(lambda i: dorch(env, "result", ids[i]), range(TASKS)),
+                           strict=True))
     outcomes = [("dorch submit --wait", prompts[i], answer) for i, answer in answers.items()]
     outcomes += [("dorch result", prompts[i], answer) for i, answer in results.items()]
     for command, text, (out, err, code) in outcomes:
@@ -273,10 +286,10 @@ def test_a_hostile_server_cannot_forge_squat_or_lose_a_task(make_world: Any) -> 
             problems.append(f"{what}: exit {code}, not blocked by mallory: {out[:200]!r} {last}")
         elif "BLOCKME" not in text and (code, out) != (0, f"done: {text}\n"):
             problems.append(f"{what}: exit {code}, not its answer: {out[:200]!r} {last}")
-    status = world.dorch("status", "--json", timeout=120)
-    running = json.loads(status.stdout)["running"] if status.stdout.strip() else None
+    out, _, code = dorch(env, "status", "--json")
+    running = json.loads(out)["running"] if out.strip() else None
     if running != []:
-        problems.append(f"dorch status --json: running {running}, exit {status.returncode}")
+        problems.append(f"dorch status --json: running {running}, exit {code}")
     squatted_originals = {ids[i] for i in range(TASKS)} & hostiles.squatted
     if len(squatted_originals) < TASKS * 3 // 4:
         problems.append(f"the member squatted only {len(squatted_originals)} tasks: not a test")
