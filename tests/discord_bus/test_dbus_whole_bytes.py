@@ -27,9 +27,17 @@ def long_prompt(alice: int) -> str:
     return prompt[:-1] + "x" if prompt[-1].isspace() else prompt
 
 
+def answers_up_to(world: World, limit: int) -> None:
+    """Let the agent's answer be LIMIT bytes ([executor] max_output_bytes: 4 MiB by default; the
+    Discord bus carries up to 8 MiB)."""
+    settings = world.home.settings
+    world.home.configure(**{**settings, "executor": {**settings["executor"], "max_output_bytes": limit}})
+
+
 def test_a_300000_character_prompt_and_a_5_mb_answer_arrive_byte_identical(
         world: World, tmp_path: Path) -> None:
     world.configure(worker={"task_timeout": 120})
+    answers_up_to(world, 8 << 20)
     prompt = long_prompt(world.user_id("alice"))
     assert len(prompt) == PROMPT_CHARS
     spec = tmp_path / "spec.md"
@@ -56,3 +64,25 @@ def test_a_300000_character_prompt_and_a_5_mb_answer_arrive_byte_identical(
         f"`dorch result` printed {len(done.stdout):,} of {len(printed):,} bytes"
     (answer,) = thread_messages(world, task_id)
     assert [(a["filename"], a["size"]) for a in answer["attachments"]] == [("result.md", len(printed))]
+
+
+def test_a_long_task_re_posted_after_a_squat_reaches_the_agent_whole(world: World, tmp_path: Path) -> None:
+    prompt = long_prompt(world.user_id("alice")).replace(f"ANSWER_BYTES={ANSWER_BYTES}", "squatted")
+    spec = tmp_path / "spec.md"
+    spec.write_text(prompt, encoding="utf-8")
+    submitted = world.dorch("submit", "--file", str(spec))
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = submitted.stdout.strip()
+    world.emu.start_thread_as_user("bob", "task-queue", task_id, "mine")  # before any worker
+
+    world.fleet(1)
+    done = subprocess.run([DORCH, "result", task_id, "--wait", "--timeout", "150"], capture_output=True,
+                          env=world.home.env(**{TOKEN_ENV: world.token("submitter")}), timeout=240,
+                          check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    (execution,) = world.executions()
+    assert execution["sha256"] == sha256(spec.read_bytes())
+    assert done.stdout == f"done: {prompt}\n".encode()
+    copies = [m for m in world.messages("task-queue") if m["id"] != task_id]
+    assert [[(a["filename"], a["size"]) for a in m["attachments"]] for m in copies] == [
+        [("task.md", len(spec.read_bytes()))]]
