@@ -28,6 +28,21 @@ def test_enforced_nonce_returns_the_earlier_message_per_author(emulator: Emulato
     assert len(emulator.messages("results")) == 3
 
 
+def test_an_enforced_nonce_of_a_deleted_message_is_unknown_not_a_new_message(emulator: Emulator) -> None:
+    """As Discord does (discord-api-docs#6647): a retry after the first copy was deleted gets
+    10008, so a late retry cannot bring a deleted message back."""
+    async def body(api: Api) -> None:
+        ch = api.channel("task-queue")
+        first = await api.post(ch, "task", nonce="r-1", enforce_nonce=True)
+        gone = await api.call("DELETE", f"/channels/{ch}/messages/{first.data['id']}")
+        assert gone.status == 204
+        retry = await api.post(ch, "task", nonce="r-1", enforce_nonce=True)
+        assert (retry.status, retry.code) == (404, 10008)
+
+    run(emulator, body)
+    assert emulator.messages("task-queue") == []
+
+
 def test_nonce_window_expires(make_emulator: MakeEmulator) -> None:
     emu = make_emulator(emulator={"nonce_window": 60})
 

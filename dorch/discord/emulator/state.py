@@ -410,8 +410,9 @@ class World:
             if seen is not None:
                 earlier_channel = self.channels.get(seen[0])
                 earlier = earlier_channel.messages.get(seen[1]) if earlier_channel else None
-                if earlier is not None:
-                    return self.message_json(earlier, actor, with_nonce=True)
+                if earlier is None:  # deleted since: Discord answers Unknown Message, never a copy
+                    raise unknown_message()
+                return self.message_json(earlier, actor, with_nonce=True)
         reference = self._reference(channel, payload.get("message_reference"))
         msg = Message(id=self.ids.next(int(now * 1000)), channel_id=channel.id, author_id=actor.id,
                       content=content, created=now, nonce=nonce, attachments=files, embeds=embeds,
