@@ -235,8 +235,9 @@ async def _thread_check(client: DiscordClient, config: Config, guild_id: int,
     if not found:
         return Check(label, True, "only the fleet's bots may start threads or post in them")
     return Check(
-        label, True, f"{', '.join(found)} may start threads or post in threads: each such "
-        "thread on a task blocks it (re-posted; the third time the task ends ❌ blocked)",
+        label, True, f"{', '.join(found)} may start threads or post in threads: a thread "
+        "they start on a task is no claim, the task is re-posted, and the third time it ends "
+        "❌ blocked",
         f"in {name}'s settings -> Permissions: deny Create Public Threads and Send Messages in "
         "Threads to @everyone (and to the roles or members named), and allow both to the "
         "fleet's bot role (or to each fleet bot)", warn=True)
