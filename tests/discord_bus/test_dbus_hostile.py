@@ -212,9 +212,6 @@ def diagnose(world: World, hostiles: Hostiles, prompts: list[str]) -> str:
 
 @pytest.mark.soak
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(strict=False, reason="issue 16, intermittent (2 runs in 5): a re-post whose answers were "
-                   "lost is sent again after another worker blocked and deleted its first copy, so the "
-                   "task forks and ends ❌ blocked twice (two #results lines)")
 def test_a_hostile_server_cannot_forge_squat_or_lose_a_task(make_world: Any) -> None:
     world = hostile_world(make_world)
     fleet_ids = {str(world.bot_id(b)) for b in FLEET}
