@@ -336,6 +336,22 @@ def test_submit_with_a_bot_no_worker_obeys_is_refused_with_78(world: World) -> N
     assert result(world, task.stdout.strip())[0] == 0
 
 
+def test_without_fleet_bots_a_claim_by_a_bot_with_an_allowed_role_stops_the_workers(
+        make_world: Callable[..., World]) -> None:
+    # configured as the README allowed before fleet_bots: the fleet's bots hold allowed_roles
+    bots = [{"name": name, "roles": ["dorch-submitter"]} for name in WORKER_BOTS]
+    world = make_world(world_config(bots=bots), discord={"allowed_submitters": [],
+                                                         "fleet_bots": []})
+    task = world.post("Anything")
+    world.emu.start_thread_as_user("worker-2", "task-queue", task, name="claimed")  # its claim
+    fleet = world.fleet(1, bots=("worker-1",))
+    eventually(lambda: fleet.exits, 60, "the worker to exit")
+    fleet.stop()
+    assert fleet.exits == [(0, 78)]  # rather than take a running task back and run it twice
+    assert "list every fleet bot in fleet_bots" in fleet.logs()
+    assert [m["id"] for m in world.messages("task-queue")] == [task]
+
+
 def test_a_worker_whose_bot_is_not_in_fleet_bots_does_not_start(world: World) -> None:
     world.configure(discord={"fleet_bots": [str(world.bot_id("worker-2"))]})
     world.post("Anything")

@@ -1137,6 +1137,14 @@ class DiscordBus:
         back (deleting its message is the compare-and-set) and re-post it, same attempt, noted
         in that thread; after SQUAT_LIMIT such threads it ends ❌ blocked, said in #results."""
         mid = msg["id"]
+        owner = trust.thread_owner(msg["thread"])
+        if not self.config.discord.get("fleet_bots") and await self._allowed_role(owner):
+            # before fleet_bots, the README allowed giving the fleet's bots a role instead of
+            # listing them: taking their running tasks back would run every task twice
+            raise BusConfigError(
+                f"task {mid} was claimed by user {owner}, who holds one of allowed_roles but is "
+                "not in [discord] fleet_bots (not set). If it is a bot of your fleet, list every "
+                "fleet bot in fleet_bots on every host (`dorch doctor` prints each bot's id)")
         fleet = await self._fleet()
         squats = (formats.squats(msg.get("content") or "") if fleet.wrote(msg) else 0) + 1
         try:
@@ -1154,7 +1162,7 @@ class DiscordBus:
             # an earlier try of ours may have deleted it (its answer lost): re-post unless
             # another worker's re-post is there by delivery
             payload["verify"] = True
-        who = await self._user_label(trust.thread_owner(msg["thread"]))
+        who = await self._user_label(owner)
         if stopped:
             payload |= {"cancelled": True, "by": "a 🛑 reaction"}  # what its author asked for
         elif refused or squats >= SQUAT_LIMIT:
