@@ -232,8 +232,9 @@ def test_a_task_taken_back_from_a_squatter_reads_as_queued_until_its_repost_is_t
 def test_a_submission_squatted_and_reposted_while_its_answer_was_lost_runs_once(
         world: World) -> None:
     # `dorch submit` posts the task; its answer is lost; at once bob starts a thread on it and
-    # a worker takes it back and re-posts it. The submit's retry (same nonce) finds no message
-    # to return (the original was deleted) and posts a second copy: it must not run twice.
+    # a worker takes it back and re-posts it. The submit's retry (same nonce) finds its first
+    # copy deleted (Discord answers Unknown Message): the submission is the first copy, whose
+    # re-post runs once; it is neither posted again nor left waiting in the outbox.
     state, queue = world.emu.world, world.channel("task-queue")
     bob, worker = world.emu.config.member("bob"), world.emu.config.member("worker-1")
     create = state.create_message
@@ -259,7 +260,7 @@ def test_a_submission_squatted_and_reposted_while_its_answer_was_lost_runs_once(
     finally:
         del state.create_message
     assert submitted.returncode == 0, submitted.stderr
-    assert submitted.stdout.strip() == taken[0]  # the task's first id, followed to its re-post
+    assert submitted.stdout.strip() == taken[0], submitted.stderr  # its first id: get follows
     assert len([m for m in world.messages("task-queue") if "Rake the leaves" in m["content"]]) == 1
     world.fleet(1)
     code, _, err = result(world, taken[0])

@@ -655,6 +655,17 @@ class DiscordBus:
                     raise exc
             except BusConfigError as config_error:
                 raise PermanentError(str(config_error)) from config_error
+        except errors.NotFound as exc:
+            if exc.code != errors.UNKNOWN_MESSAGE:
+                raise
+            # the nonce found an earlier try of ours that went through and is deleted since:
+            # a worker took it back from a squatter (and re-posted it), or someone deleted it
+            earlier = await self._squatted_copy(item.payload["content"], "")
+            if earlier is None:
+                raise PermanentError("the task was posted, then deleted before Discord's answer "
+                                     "came back (not posted again): see #task-queue and "
+                                     "#results") from None
+            return {"id": earlier}
         return {"id": await self._one_copy(item, resent, item.payload["content"], msg["id"])}
 
     async def _one_copy(self, item: Item, resent: int, content: str, posted: str) -> str:
@@ -766,9 +777,20 @@ class DiscordBus:
                                         p.get("squats", 0), p.get("submitter", ""))
         post = formats.task_post(p["text"], header)
         resent = self.client.resent
-        new = await self.client.create_message(self.task_channel, post.content, files=post.files,
-                                               nonce=item.nonce)
-        new = {"id": await self._one_copy(item, resent, post.content, new["id"])}
+        try:
+            new = await self.client.create_message(self.task_channel, post.content,
+                                                   files=post.files, nonce=item.nonce)
+            new = {"id": await self._one_copy(item, resent, post.content, new["id"])}
+        except errors.NotFound as exc:
+            if exc.code != errors.UNKNOWN_MESSAGE:
+                raise
+            # an earlier try went through and was deleted since (squatted and taken back)
+            earlier = await self._squatted_copy(post.content, "")
+            if earlier is None:
+                log.warning("task %s: its re-post went through and was deleted since; the "
+                            "thread of the deleted copy tells the rest", old)
+                return {"dropped": old}
+            new = {"id": earlier}
         note = formats.requeue_note(p["attempt"], self._link(new["id"]), p["why"])
         if p.get("foreign"):  # the squatter's thread: it may be locked or gone
             await self._foreign_note(old, note, _sub_nonce(item, "n"))
