@@ -106,7 +106,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                           "processes, MB (0: no limit)"),
         "disk_mb": Key(int, 10240, help="disk used in a task's workspace and home, MB "
                        "(also the largest file; 0: no limit)"),
-        "max_output_bytes": Key(int, 4 * 1024 * 1024, help="agent output read as the answer; "
+        "max_output_bytes": Key(int, 6 * 1024 * 1024, help="agent output read as the answer; "
                                 "the rest stays in the workspace (0: no limit)"),
     },
     "executor.echo": {

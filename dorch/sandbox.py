@@ -95,7 +95,7 @@ class Limits:
     max_processes: int = 512
     memory_mb: int = 4096
     disk_mb: int = 10240
-    max_output_bytes: int = 4 * 1024 * 1024
+    max_output_bytes: int = 6 * 1024 * 1024
 
 
 @dataclass(frozen=True)

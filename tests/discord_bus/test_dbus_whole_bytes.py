@@ -27,17 +27,9 @@ def long_prompt(alice: int) -> str:
     return prompt[:-1] + "x" if prompt[-1].isspace() else prompt
 
 
-def answers_up_to(world: World, limit: int) -> None:
-    """Let the agent's answer be LIMIT bytes ([executor] max_output_bytes: 4 MiB by default; the
-    Discord bus carries up to 8 MiB)."""
-    settings = world.home.settings
-    world.home.configure(**{**settings, "executor": {**settings["executor"], "max_output_bytes": limit}})
-
-
 def test_a_300000_character_prompt_and_a_5_mb_answer_arrive_byte_identical(
         world: World, tmp_path: Path) -> None:
     world.configure(worker={"task_timeout": 120})
-    answers_up_to(world, 8 << 20)
     prompt = long_prompt(world.user_id("alice"))
     assert len(prompt) == PROMPT_CHARS
     spec = tmp_path / "spec.md"
