@@ -23,7 +23,9 @@ from tests.support.world import (  # noqa: F401  (the tests import them from her
     finished_ids,
     rate_limit_figures,
     reactions,
+    started_agents,
     thread_messages,
+    worker_of,
     world_config,
 )
 

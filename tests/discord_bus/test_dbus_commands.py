@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-from pathlib import Path
 
-from tests.discord_bus.conftest import World, eventually, thread_messages
+from tests.discord_bus.conftest import World, eventually, started_agents, thread_messages
 
 BULK = "POST /channels/{channel_id}/messages/bulk-delete"
 DELETE = "DELETE /channels/{channel_id}/messages/{message_id}"
@@ -19,10 +18,6 @@ def archived(world: World, task_id: str) -> bool:
     return bool(msg.get("thread", {}).get("thread_metadata", {}).get("archived"))
 
 
-def started_agents(world: World) -> list[int]:
-    """Pids of the SLOW agents that started working (the recording agent writes them)."""
-    path = Path(f"{world.executions_log}.started")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 def alive(pid: int) -> bool:

@@ -6,26 +6,17 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 
 from dorch.bus.discord import formats
-from tests.discord_bus.conftest import World, eventually, reactions, thread_messages
+from tests.discord_bus.conftest import (
+    World,
+    eventually,
+    reactions,
+    started_agents,
+    thread_messages,
+    worker_of,
+)
 from tests.support.procs import pid_alive
-
-
-def started_agents(world: World) -> list[int]:
-    path = Path(f"{world.executions_log}.started")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def worker_of(agent: int) -> int:
-    """The worker process running AGENT (an ancestor: the reaper sits between them)."""
-    pid = agent
-    for _ in range(5):
-        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
-            return pid
-    raise AssertionError(f"no dorch worker above agent {agent}")
 
 
 def results_in(world: World, task_id: str) -> list[str]:

@@ -12,7 +12,6 @@ import os
 import random
 import signal
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +24,9 @@ from tests.discord_bus.conftest import (
     World,
     eventually,
     executed_prompts,
+    started_agents,
     thread_messages,
+    worker_of,
     world_config,
 )
 from tests.support.procs import pid_alive
@@ -40,19 +41,8 @@ def hostile(make_world: Callable[..., World]) -> World:
     return make_world(world_config(bots=BOTS))
 
 
-def started_agents(world: World) -> list[int]:
-    path = Path(f"{world.executions_log}.started")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
-def worker_of(agent: int) -> int:
-    """The dorch worker above AGENT (the sandbox's reaper sits between them)."""
-    pid = agent
-    for _ in range(5):
-        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
-            return pid
-    raise AssertionError(f"no dorch worker above agent {agent}")
 
 
 def claimed(world: World, task: str) -> bool:

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from dorch.bus.discord import formats
-from tests.discord_bus.conftest import TOKEN_ENV, World, eventually
-from tests.discord_bus.test_dbus_leases import started_agents
+from tests.discord_bus.conftest import TOKEN_ENV, World, eventually, started_agents
 from tests.support.route_proxy import RouteProxy
 
 

@@ -214,6 +214,22 @@ class World:
         return fleet.start()
 
 
+def started_agents(world: World) -> list[int]:
+    """Pids of the SLOW agents that started working (the recording agent writes them)."""
+    path = Path(f"{world.executions_log}.started")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def worker_of(agent: int) -> int:
+    """The dorch worker above AGENT (the sandbox's reaper sits between them)."""
+    pid = agent
+    for _ in range(5):
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+            return pid
+    raise AssertionError(f"no dorch worker above agent {agent}")
+
+
 def world_config(**overrides: Any) -> EmulatorConfig:
     data = json.loads(json.dumps(DEFAULT))
     data.update(overrides)

@@ -43,7 +43,6 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from dorch import paths
@@ -129,15 +128,6 @@ def _msg_id(msg: dict[str, Any]) -> int:
     return int(msg["id"])
 
 
-def _epoch(iso: str | None) -> float:
-    if not iso:
-        return 0.0
-    try:
-        return datetime.fromisoformat(iso).timestamp()
-    except ValueError:
-        return 0.0
-
-
 def _snowflake_at(when: float) -> int:
     return max(0, int(when * 1000) - DISCORD_EPOCH_MS) << 22
 
@@ -152,7 +142,7 @@ def _reaction(msg: dict[str, Any], emoji: str) -> dict[str, Any] | None:
 
 def _thread_created(thread: dict[str, Any]) -> float:
     meta = thread.get("thread_metadata") or {}
-    return _epoch(meta.get("create_timestamp")) or _epoch(meta.get("archive_timestamp"))
+    return trust.epoch(meta.get("create_timestamp")) or trust.epoch(meta.get("archive_timestamp"))
 
 
 def _archived(thread: dict[str, Any]) -> bool:
@@ -169,7 +159,7 @@ def _requeued_to(notes: list[dict[str, Any]]) -> str | None:
 
 
 def _thread_started(notes: list[dict[str, Any]]) -> float | None:
-    return _epoch(notes[0].get("timestamp")) if notes else None
+    return trust.epoch(notes[0].get("timestamp")) if notes else None
 
 
 def _ended(task: Task, notes: list[dict[str, Any]], worker: str, started: float | None,
@@ -177,7 +167,7 @@ def _ended(task: Task, notes: list[dict[str, Any]], worker: str, started: float 
     """How a task ended, from a note in its thread (☠️ dead, ❌ rejected, 🛑 cancelled)."""
     for m in notes:
         content = m.get("content") or ""
-        at = _epoch(m.get("timestamp"))
+        at = trust.epoch(m.get("timestamp"))
         if found := formats.DEAD_NOTE.match(content):
             gave_up = _GAVE_UP.search(found["error"])
             if gave_up:
@@ -208,7 +198,7 @@ def _summaries(messages: list[dict[str, Any]]) -> list[tuple[State, str, str, Re
                         error="" if state is State.SUCCEEDED else line or label,
                         duration=float(found["duration"] or 0))
         out.append((state, parsed[2] if parsed else "?", found["worker"] or "", result,
-                    _epoch(m.get("timestamp")), found["link"]))
+                    trust.epoch(m.get("timestamp")), found["link"]))
     return out
 
 
@@ -1007,7 +997,7 @@ class DiscordBus:
             return None
         author = msg.get("author") or {}
         task = Task(str(mid), spec, attempt, str(author.get("username", "")),
-                    _epoch(msg.get("timestamp")))
+                    trust.epoch(msg.get("timestamp")))
         return Claim(task, worker, str(receipt["id"]), until)
 
     async def _reject(self, msg: dict[str, Any], why: str) -> None:
@@ -1116,7 +1106,7 @@ class DiscordBus:
             settled = time.time() - SQUAT_SETTLE
             squatted = [e for e in entries if e.kind == "squatted" and (
                 not (e.msg.get("author") or {}).get("bot")
-                or _epoch(e.msg.get("timestamp")) < settled)][:SQUATS_PER_ROUND]
+                or trust.epoch(e.msg.get("timestamp")) < settled)][:SQUATS_PER_ROUND]
             for entry in squatted:
                 await self._unsquat(entry.msg)
             if squatted:
@@ -1382,14 +1372,14 @@ class DiscordBus:
         name), marked, never the edited text as if it had run."""
         spec, attempt = self._view_spec(msg)
         thread = msg.get("thread")
-        edited = _epoch(msg.get("edited_timestamp"))
+        edited = trust.epoch(msg.get("edited_timestamp"))
         if thread and edited and edited > _thread_created(thread) > 0 \
                 and not (msg.get("author") or {}).get("bot"):
             ran = str(thread.get("name") or "").partition(": ")[2]
             spec = TaskSpec(f"{ran}{'…' if len(ran) >= 60 else ''} [edited after it started: "
                             "this is how the text that ran began]", spec.model, spec.thinking)
         return Task(task_id or str(msg["id"]), spec, attempt, self._submitter(msg),
-                    _epoch(msg.get("timestamp")))
+                    trust.epoch(msg.get("timestamp")))
 
     def _resolve_outbox(self, task_id: str) -> str | None:
         if not task_id.startswith("outbox-"):
@@ -1468,7 +1458,7 @@ class DiscordBus:
                         except _Rejected as exc:
                             raise BusError(f"task {tid}: its answer cannot be shown: {exc}; "
                                            f"read it in its thread: {url}") from None
-                return TaskView(task, result.state, worker, started, _epoch(m.get("timestamp")),
+                return TaskView(task, result.state, worker, started, trust.epoch(m.get("timestamp")),
                                 result, url)
         nxt = _requeued_to(notes)
         if nxt is not None:

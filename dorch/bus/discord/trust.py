@@ -25,7 +25,8 @@ from typing import Any
 CLOCK_SKEW = 30.0  # s a receipt's lease may run past what its writer could have set
 
 
-def _epoch(iso: str | None) -> float:
+def epoch(iso: str | None) -> float:
+    """Seconds since the epoch of a Discord ISO timestamp (0.0 when absent or malformed)."""
     if not iso:
         return 0.0
     try:
@@ -56,7 +57,7 @@ def thread_owner(thread: dict[str, Any]) -> int:
 
 def written_at(msg: dict[str, Any]) -> float:
     """When MSG was last written (edited, else created), by Discord's clock."""
-    return _epoch(msg.get("edited_timestamp")) or _epoch(msg.get("timestamp"))
+    return epoch(msg.get("edited_timestamp")) or epoch(msg.get("timestamp"))
 
 
 @dataclass(frozen=True)
