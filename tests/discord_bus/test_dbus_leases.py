@@ -4,6 +4,7 @@ report their error, and dorch's own posts are never taken for tasks."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -72,7 +73,8 @@ def test_a_task_whose_workers_keep_dying_is_dead_after_max_attempts(world: World
     finally:
         for agent in agents:
             if pid_alive(agent):
-                os.kill(agent, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(agent, signal.SIGKILL)
 
     assert done.returncode == 1 and f"task {task} dead" in done.stderr, done.stderr
     assert "gave up after attempt 2 of 2" in done.stderr

@@ -73,7 +73,8 @@ def agents_killed(hostile: World) -> Iterator[None]:
     yield
     for agent in started_agents(hostile):
         if pid_alive(agent):
-            os.kill(agent, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(agent, signal.SIGKILL)
 
 
 # -- forged markers --------------------------------------------------------------------------
@@ -88,7 +89,8 @@ def test_a_strangers_receipt_leased_until_2286_does_not_keep_a_dead_workers_task
     (agent,) = eventually(lambda: started_agents(world), 60, "the agent to start")
     forge(world, task, f"🔒 claimed by **ghost** on nowhere · attempt 1/3 · lease until <t:{FAR}:R>")
     fleet.kill_random(random.Random(1))  # the worker dies; the fleet restarts it
-    os.kill(agent, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # its agent dies with it (or now)
+        os.kill(agent, signal.SIGKILL)
 
     code, view, err = result(world, task, 60)
     assert code == 0, err
