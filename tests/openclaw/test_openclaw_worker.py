@@ -8,6 +8,9 @@ count; where two runs are needed they run at the same time.
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import pytest
 
 from tests.helpers import wait_until
@@ -90,9 +93,19 @@ def test_a_slow_model_times_out_and_leaves_no_process_behind(fleet: Fleet) -> No
     fleet.fake.rules = [rule(slow(600), match="take your time")]
     task_id = fleet.submit("take your time")
     worker = fleet.start_worker("1")
-    # The openclaw process, first thing the worker starts (on a loaded machine OpenClaw may not
-    # even reach the model within 10 s: then dorch's own deadline stops it, same outcome).
-    launcher = wait_until(lambda: descendants(worker.pid)[:1], RUN_WAIT, "openclaw to start")[0]
+    # The agent's process group: its leader is the first process below the worker in a group of
+    # its own (the worker's bubblewrap probe at start-up stays in the worker's group). On a loaded
+    # machine OpenClaw may not even reach the model within 10 s: then dorch's own deadline stops
+    # it, same outcome.
+    def group_leaders() -> list[int]:
+        leaders = []
+        for p in descendants(worker.pid):
+            with contextlib.suppress(ProcessLookupError):
+                if os.getpgid(p) == p:
+                    leaders.append(p)
+        return leaders
+
+    launcher = wait_until(group_leaders, RUN_WAIT, "openclaw to start")[0]
     pgid = pgid_of(launcher)
     assert pgid == launcher != pgid_of(worker.pid), "the agent leads its own process group"
     assert fleet.finish(worker) == 0, fleet.log(worker)
