@@ -13,7 +13,6 @@ import ipaddress
 import itertools
 import logging
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,22 +363,20 @@ def _check_relations(cfg: Config, where: str) -> None:
                 )
 
 
-_ENV_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
-
-
 def _check_agent_secrets(cfg: Config, where: str) -> None:
     """[executor] secrets: environment variable names, never the bot token's credential."""
     from dorch.process import forbidden_env_name
+    from dorch.secrets import agent_secret_name, env_var
 
     names = cfg.values["executor"]["secrets"]
     bot = str(cfg.discord["token"])
     for name in names:
         label = f"{where}: [executor] secrets: {name!r}"
-        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+        if not isinstance(name, str) or not agent_secret_name(name):
             raise ConfigError(f"{label}: expected an environment variable name (letters, digits "
                               "and '_', starting with a letter), e.g. ANTHROPIC_API_KEY")
         # the same $DORCH_SECRET_<NAME> and credential lookups: discord-token = DISCORD_TOKEN
-        if _canonical(name) in (_canonical(bot), _canonical("discord-token")):
+        if env_var(name) in (env_var(bot), env_var("discord-token")):
             raise ConfigError(f"{label}: the Discord bot token is never given to an agent (it "
                               "could post tasks to every worker) and this is the name of its credential "
                               "([discord] token). Declare only the agent's own secrets")
@@ -388,10 +385,6 @@ def _check_agent_secrets(cfg: Config, where: str) -> None:
                               "reaches an agent; pick another name")
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: [executor] secrets: a name is listed twice")
-
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
 def _check_discord_safety(cfg: Config) -> None:

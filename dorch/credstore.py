@@ -20,13 +20,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from dorch.secrets import CREDSTORE, SecretError, check_name
+from dorch.secrets import CREDSTORE, SecretError, agent_secret_name, check_name
 
 MIN_SYSTEMD = 250
 UNIT_DIR = Path("/etc/systemd/system")
 TEMPLATE_CREDENTIAL = "discord-token"  # what systemd/dorch-worker@.service loads by itself
 _TIMEOUT = 60.0
-_AGENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class Layout:
     @property
     def agent(self) -> bool:
         """An agent's secret ([executor] secrets: an environment variable name), not a bot token."""
-        return bool(_AGENT_NAME.fullmatch(self.name)) and self.name != TEMPLATE_CREDENTIAL
+        return agent_secret_name(self.name) and self.name != TEMPLATE_CREDENTIAL
 
     @property
     def dropin_path(self) -> Path:

@@ -1,7 +1,8 @@
 """The agent's parent, between the worker and the agent (or its bubblewrap sandbox).
 
 Run as ``python -I -S reaper.py [--rlimit NAME=VALUE]... [--same-user] -- ARGV...`` (standard
-library only, nothing imported from dorch). It makes itself a child subreaper (every process
+library only, nothing imported from dorch; ``dorch.sandbox`` imports its process-tree walk).
+It makes itself a child subreaper (every process
 the agent leaves behind, even after setsid(), becomes its child), then runs ARGV with the
 rlimits and PR_SET_PDEATHSIG=SIGKILL; with ``--same-user`` (no sandbox) it is also
 non-dumpable (the agent cannot read its /proc entries) and ARGV runs without capabilities and
@@ -29,24 +30,30 @@ def prctl(option: int, value: int) -> int:
     return int(_libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0))
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below PID (from /proc/PID/task/*/children), parents first."""
+def children_of(pid: int) -> list[int]:
+    """PID's children (from /proc/PID/task/*/children); none if it is gone."""
     out: list[int] = []
-    todo = [pid]
-    while todo and len(out) < 100_000:
-        parent = todo.pop()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
         try:
-            tasks = os.listdir(f"/proc/{parent}/task")
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(k) for k in f.read().split())
         except OSError:
             continue
-        for tid in tasks:
-            try:
-                with open(f"/proc/{parent}/task/{tid}/children") as f:
-                    kids = [int(k) for k in f.read().split()]
-            except OSError:
-                continue
-            out.extend(kids)
-            todo.extend(kids)
+    return out
+
+
+def descendants(pid: int, limit: int = 100_000) -> list[int]:
+    """Every process below PID, parents first (at most LIMIT: a fork bomb races the walk)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo and len(out) < limit:
+        kids = children_of(todo.pop())
+        out.extend(kids)
+        todo.extend(kids)
     return out
 
 

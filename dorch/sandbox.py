@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dorch import paths
+from dorch.reaper import children_of, descendants  # the one process-tree walk
 
 if TYPE_CHECKING:
     from dorch.config import Config
@@ -253,12 +254,8 @@ def _reap_orphaned_bwrap() -> None:
     """bwrap's inner process outlives its parent by a moment; in a subreaper it is reparented
     here and would stay a zombie (only bwrap's: an agent's status belongs to its waiter)."""
     for pid in own_children():
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if b"(bwrap)" in stat and stat[stat.rfind(b")") + 2:][:1] == b"Z":
+        comm, fields = _stat(pid)
+        if comm == b"bwrap" and fields[:1] == [b"Z"]:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
 
@@ -325,32 +322,6 @@ def _uid_tasks() -> int:
     return count
 
 
-def children_of(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out.extend(int(k) for k in f.read().split())
-        except OSError:
-            continue
-    return out
-
-
-def descendants(pid: int, limit: int = 100_000) -> list[int]:
-    """Every process below ``pid``, parents first."""
-    out: list[int] = []
-    todo = [pid]
-    while todo and len(out) < limit:
-        kids = children_of(todo.pop())
-        out.extend(kids)
-        todo.extend(kids)
-    return out
-
-
 def own_children() -> set[int]:
     return set(children_of(os.getpid()))
 
@@ -388,12 +359,7 @@ def _reap(pids: Iterable[int]) -> None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+    return _stat(pid)[1][:1] not in ([], [b"Z"], [b"X"])
 
 
 def _pss(pid: int, rss: int) -> int:
@@ -409,13 +375,16 @@ def _pss(pid: int, rss: int) -> int:
     return rss
 
 
-def _stat_fields(pid: int) -> list[bytes]:
+def _stat(pid: int) -> tuple[bytes, list[bytes]]:
+    """PID's command name and the fields of /proc/PID/stat after it (state first); empty when
+    it is gone. The name may hold spaces and parentheses: it ends at the last ")"."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
-        return []
-    return stat[stat.rfind(b")") + 2:].split()
+        return b"", []
+    close = stat.rfind(b")")
+    return stat[stat.find(b"(") + 1:close], stat[close + 2:].split()
 
 
 # -- the monitor -----------------------------------------------------------------------------
@@ -449,7 +418,7 @@ class Monitor:
         tree = [self.pid, *descendants(self.pid)]
         tasks = rss = 0
         for pid in tree:
-            fields = _stat_fields(pid)
+            fields = _stat(pid)[1]
             if len(fields) > 22 and fields[0] not in (b"Z", b"X"):
                 tasks += int(fields[17])          # num_threads
                 rss += _pss(pid, int(fields[21]) * self._page)
@@ -466,7 +435,6 @@ class Monitor:
             if used > lim.disk_mb * 1024 * 1024:
                 self.error = (f"the agent hit the disk limit ({lim.disk_mb} MB in its workspace "
                               "and temporary files; [executor] disk_mb)")
-
 
     def _scratch_usage(self, tree: Sequence[int]) -> int:
         """Bytes used in the sandbox's tmpfs mounts, seen through a sandboxed process's root

@@ -37,6 +37,8 @@ KEYRING = "keyring"
 ENVIRONMENT = "environment"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# an agent's secret ([executor] secrets) is named like the environment variable it becomes
+_AGENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
 
 
 class SecretError(ConfigError):
@@ -69,6 +71,11 @@ def check_name(name: str) -> str:
             "(starting with a letter or digit), e.g. discord-token"
         )
     return name
+
+
+def agent_secret_name(name: str) -> bool:
+    """Whether NAME can name an agent's secret: an environment variable name."""
+    return bool(_AGENT_NAME.fullmatch(name))
 
 
 def env_var(name: str) -> str:

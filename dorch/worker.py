@@ -58,9 +58,11 @@ class Worker:
     """The life of one worker process. ``run`` returns the process exit code."""
 
     def __init__(self, config: Config, bus: Bus, executor: Executor, wid: str,
-                 sandbox: Sandbox | None = None) -> None:
+                 sandbox: Sandbox | None = None, agent_secrets: dict[str, str] | None = None,
+                 ) -> None:
         self.config = config
         self.sandbox = sandbox
+        self.agent_secrets = agent_secrets or {}  # [executor] secrets, for the agent's env only
         self.bus = bus
         self.executor = executor
         self.id = wid
@@ -69,7 +71,6 @@ class Worker:
         self.workspace_root = Path(root).expanduser() if root else self.state_dir / "workspaces"
         self._stop = asyncio.Event()
         self._host = socket.gethostname()
-        self.agent_secrets: dict[str, str] = {}  # [executor] secrets, for the agent's env only
         self._pacer = PollPacer(paths.private_dir(), _queue_key(config))
 
     def request_stop(self) -> None:
@@ -290,8 +291,7 @@ async def _main(config: Config, instance: str) -> int:
         sandbox = sandbox_from_config(config)
         log.info("agent isolation: %s", sandbox.describe())
         executor = make_executor(config)
-        worker = Worker(config, bus, executor, wid, sandbox)
-        worker.agent_secrets = secrets
+        worker = Worker(config, bus, executor, wid, sandbox, secrets)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.request_stop)

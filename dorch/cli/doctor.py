@@ -70,9 +70,8 @@ def doctor(config: ConfigOption = None, json_out: JsonOption = False) -> None:
     else:
         width = max(len(c.name) for c in checks)
         for c in checks:
-            label = "FAIL" if not c.ok else "warn" if c.warn else "ok  "
-            typer.echo(f"{label}  {c.name:<{width}}  {c.detail}")
-            if (not c.ok or c.warn) and c.fix:
+            typer.echo(f"{c.label}  {c.name:<{width}}  {c.detail}")
+            if c.needs_fix:
                 typer.echo(f"      {'':<{width}}  fix: {c.fix}")
         failed = sum(not c.ok for c in checks)
         warned = sum(c.ok and c.warn for c in checks)

@@ -269,10 +269,8 @@ def _live_check(session: _Session, config: Any, token: str) -> None:
         typer.echo(f"  FAIL discord: {exc}")
     else:
         for c in checks:
-            warn = c.ok and getattr(c, "warn", False)
-            typer.echo(f"  {'FAIL' if not c.ok else 'warn' if warn else 'ok  '} {c.name}: "
-                       f"{c.detail}")
-            if (not c.ok or warn) and c.fix:
+            typer.echo(f"  {c.label} {c.name}: {c.detail}")
+            if c.needs_fix:
                 typer.echo(f"       fix: {c.fix}")
     if checks is not None and all(c.ok for c in checks):
         return

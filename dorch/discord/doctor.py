@@ -80,6 +80,16 @@ class Check:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def label(self) -> str:
+        """How a listing marks it: ``FAIL``, ``warn`` or ``ok``, four characters wide."""
+        return "FAIL" if not self.ok else "warn" if self.warn else "ok  "
+
+    @property
+    def needs_fix(self) -> bool:
+        """Whether the listing shows its fix (a failure, or a warning)."""
+        return bool(self.fix) and (not self.ok or self.warn)
+
 
 def invite_url(application_id: str | int) -> str:
     return (f"https://discord.com/oauth2/authorize?client_id={application_id}&scope=bot"
@@ -219,10 +229,11 @@ async def _thread_check(client: DiscordClient, config: Config, guild_id: int,
                         user_id: int) -> Check:
     """Who outside the fleet may start threads in #task-queue: a thread on a task is how a
     worker claims it, so anyone else's blocks the task (re-posted, then ❌ blocked)."""
+    from dorch.bus.discord.trust import Fleet  # the bus's own rule of who is the fleet
+
     d = config.discord
     channel = await client.get_channel(int(d.get("task_channel") or 0))
-    fleet = {int(b) for b in d.get("fleet_bots") or d.get("allowed_submitters") or []}
-    fleet.add(user_id)
+    fleet = set(Fleet.from_config(d, user_id).bots)
     fleet_roles: set[int] = set()
     for bot in sorted(fleet):
         with contextlib.suppress(errors.NotFound):
