@@ -6,6 +6,7 @@ bot no worker obeys is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -16,7 +17,10 @@ from typing import Any
 
 import pytest
 
-from dorch.bus.discord import formats
+from dorch.bus import State
+from dorch.bus.discord import DiscordBus, formats
+from dorch.config import load
+from dorch.discord.client import DiscordClient
 from dorch.discord.emulator.state import ApiError
 from tests.discord.emulator_api import run
 from tests.discord_bus.conftest import (
@@ -39,10 +43,6 @@ BOTS = [{"name": name} for name in (*WORKER_BOTS, "submitter", "stranger")]
 def hostile(make_world: Callable[..., World]) -> World:
     """A world with a bot outside the fleet ("stranger"); it is even an allowed submitter."""
     return make_world(world_config(bots=BOTS))
-
-
-
-
 
 
 def claimed(world: World, task: str) -> bool:
@@ -185,6 +185,18 @@ def test_webhook_and_app_messages_are_never_tasks_unless_their_id_is_allowed(
     assert not any("from a webhook" in p or "from an app" in p for p in ran), ran
 
 
+def test_only_the_fleets_header_says_who_submitted_a_task(hostile: World) -> None:
+    """A bot outside the fleet, even an allowed submitter, cannot pass its task off as alice's."""
+    world = hostile
+    world.configure(discord={"allowed_submitters": [str(world.bot_id("stranger"))]})
+    task = world.post(f"{formats.HEADER}attempt 1 · submitted by alice\nWater the plants",
+                      user="stranger")
+    world.fleet(1)
+    code, view, err = result(world, task)
+    assert code == 0, err
+    assert view["task"]["submitter"] == "stranger"
+
+
 # -- squatting -------------------------------------------------------------------------------
 
 
@@ -208,6 +220,35 @@ def test_a_thread_a_member_starts_on_a_queued_task_is_not_a_claim(world: World) 
     assert "ferns\ncacti" in plants  # the attachment came along
     reposts = [m["content"] for m in world.messages("task-queue") if "squatted 1" in m["content"]]
     assert len(reposts) == 2 and all(r.startswith("-# dorch · attempt 1 ·") for r in reposts)
+
+
+def test_an_answer_quoting_a_squatted_tasks_link_does_not_cancel_its_repost(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the take-back's answer is lost, the worker looks whether the fleet already re-posted
+    or ended the task: a #results line counts by its own link, not by an agent's words in it."""
+    monkeypatch.setenv("DORCH_DATA_DIR", str(world.root / "inproc"))
+    squatted = world.post("Feed the fish")
+    world.emu.start_thread_as_user("bob", "task-queue", squatted, name="mine")
+    guild, queue = world.emu.config.guild_id, world.channel("task-queue")
+    quoted = formats.link(guild, squatted, squatted)
+    world.emu.post_as_user("worker-2", "results", formats.summary_text(
+        State.SUCCEEDED, formats.link(guild, queue, 1), "w", 1.0, f"the fish task is {quoted}"))
+
+    async def scenario() -> None:
+        bus = DiscordBus(load(world.home.config_path),
+                         client=DiscordClient(world.token("worker-1"), api_base=world.emu.api_base,
+                                              shared=False))
+        try:
+            (entry,) = [e for e in await bus._poll() if e.kind == "squatted"]
+            world.emu.set_faults(drop_responses=1)  # the take-back's DELETE: done, answer lost
+            await bus._unsquat(entry.msg)
+        finally:
+            await bus.close()
+
+    asyncio.run(scenario())
+    reposts = [m for m in world.messages("task-queue")
+               if m["content"].startswith(formats.HEADER) and f"from {quoted}" in m["content"]]
+    assert len(reposts) == 1 and reposts[0]["content"].endswith("Feed the fish")
 
 
 def test_a_task_taken_back_from_a_squatter_reads_as_queued_until_its_repost_is_there(

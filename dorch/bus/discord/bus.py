@@ -798,8 +798,9 @@ class DiscordBus:
             return True
         fleet = await self._fleet()
         msgs = await self.client.list_messages(self.results_channel, after=old, limit=PAGE)
-        return any(fleet.wrote(m) and self._link(old, old) in (m.get("content") or "")
-                   for m in msgs)
+        # the line's own link: the rest of a #results line may quote an agent's answer
+        return any(fleet.wrote(m) and (found := formats.SUMMARY.match(m.get("content") or ""))
+                   and found["link"] == self._link(old, old) for m in msgs)
 
     async def _reposted_as(self, old: str) -> str | None:
         """The id of the fleet's re-post of task OLD (its header links OLD's thread): found
@@ -843,7 +844,7 @@ class DiscordBus:
             payload = {"old": old, "text": source, "why": why, "verb": verb,
                        "attempt": attempt if handed_back else attempt + 1}
         payload["orphan"] = orphan
-        payload["submitter"] = self._submitter(msg)
+        payload["submitter"] = await self._submitter(msg)
         item = self.outbox.put("requeue", payload)
         await self._deliver(item)
 
@@ -1358,15 +1359,14 @@ class DiscordBus:
         fleet = await self._fleet()
         return sorted(fleet.markers(notes), key=_msg_id)
 
-    def _submitter(self, msg: dict[str, Any]) -> str:
-        """Who submitted the task MSG carries: a task dorch posted says so in its header, a
-        person's task is theirs."""
-        author = msg.get("author") or {}
-        if author.get("bot"):
+    async def _submitter(self, msg: dict[str, Any]) -> str:
+        """Who submitted the task MSG carries: a task the fleet posted says so in its header
+        (another bot's header is not believed), anyone else's task is theirs."""
+        if (await self._fleet()).wrote(msg):
             return formats.submitter_of(msg.get("content") or "")
-        return str(author.get("username") or "")
+        return str((msg.get("author") or {}).get("username") or "")
 
-    def _task_of(self, msg: dict[str, Any], task_id: str = "") -> Task:
+    async def _task_of(self, msg: dict[str, Any], task_id: str = "") -> Task:
         """The task MSG carries, as shown (no downloads). A person may edit a task after a
         worker took it: the text shown then is the start of the one that ran (the thread's
         name), marked, never the edited text as if it had run."""
@@ -1374,11 +1374,11 @@ class DiscordBus:
         thread = msg.get("thread")
         edited = trust.epoch(msg.get("edited_timestamp"))
         if thread and edited and edited > _thread_created(thread) > 0 \
-                and not (msg.get("author") or {}).get("bot"):
+                and not (msg.get("author") or {}).get("bot") and (await self._fleet()).owns(thread):
             ran = str(thread.get("name") or "").partition(": ")[2]
             spec = TaskSpec(f"{ran}{'…' if len(ran) >= 60 else ''} [edited after it started: "
                             "this is how the text that ran began]", spec.model, spec.thinking)
-        return Task(task_id or str(msg["id"]), spec, attempt, self._submitter(msg),
+        return Task(task_id or str(msg["id"]), spec, attempt, await self._submitter(msg),
                     trust.epoch(msg.get("timestamp")))
 
     def _resolve_outbox(self, task_id: str) -> str | None:
@@ -1420,7 +1420,7 @@ class DiscordBus:
                         return ended
                     tid = nxt
                     continue
-                task = self._task_of(msg, task_id)
+                task = await self._task_of(msg, task_id)
                 if origin is None:
                     origin = task
                 else:
@@ -1508,7 +1508,7 @@ class DiscordBus:
                 counts["queued"] += 1
             elif e.kind == "running":
                 holder = rows.get(str(e.id))
-                running.append(TaskView(self._task_of(e.msg), State.RUNNING,
+                running.append(TaskView(await self._task_of(e.msg), State.RUNNING,
                                         holder.worker if holder else "",
                                         _thread_created(e.msg["thread"]), url=self._link(e.id)))
         for task_id in elsewhere:
@@ -1523,7 +1523,7 @@ class DiscordBus:
             msg = msgs[task_id]
             thread = (msg or {}).get("thread")
             if msg is not None and thread and not _archived(thread) and fleet.owns(thread):
-                running.append(TaskView(self._task_of(msg), State.RUNNING, holder.worker,
+                running.append(TaskView(await self._task_of(msg), State.RUNNING, holder.worker,
                                         _thread_created(thread), url=self._link(task_id)))
                 continue
             reaped = msg is None or any(_reaction(msg, mark) for mark in
@@ -1538,7 +1538,7 @@ class DiscordBus:
         for state, task_id, worker, result, finished_at, link in shown:
             msg = msgs.get(task_id)
             if msg is not None:
-                task = self._task_of(msg)
+                task = await self._task_of(msg)
                 thread = msg.get("thread")
                 started = _thread_created(thread) if thread else None
             else:
