@@ -18,6 +18,23 @@ DORCH = str(Path(sys.executable).with_name("dorch"))
 SUPPORT = Path(__file__).parent / "support"
 
 
+def unavailable(reason: str) -> None:
+    """A tool or right the test needs is missing: skip for REASON, except in CI, where every
+    test must run (then it fails)."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def needs_bwrap() -> None:
+    """The test needs a working bubblewrap (the agent's sandbox)."""
+    from dorch.sandbox import bwrap_works
+
+    problem = bwrap_works()
+    if problem:
+        unavailable(f"{problem}: CI must install bubblewrap")
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
                interval: float = 0.05) -> Any:
     """Poll PREDICATE until it returns something truthy; fail the test after TIMEOUT seconds."""

@@ -18,7 +18,7 @@ import pytest
 from dorch.bus import State
 from dorch.process import EnvError, scrubbed_env
 from dorch.task import TaskSpec
-from tests.helpers import SUPPORT, DorchHome, agent_command
+from tests.helpers import SUPPORT, DorchHome, agent_command, needs_bwrap, unavailable
 from tests.secret_service import discord_token, secret_service  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
@@ -28,16 +28,6 @@ def _agent(home: DorchHome, names: list[str], isolation: str = "auto") -> None:
     home.configure(executor={"kind": "command", "secrets": names, "isolation": isolation,
                              "ro_paths": [str(SUPPORT)]},
                    executor__command={"argv": agent_command("leaking_agent.py")})
-
-
-def _needs_bwrap() -> None:
-    from dorch.sandbox import bwrap_works
-
-    problem = bwrap_works()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"{problem}: CI must install bubblewrap")
-        pytest.skip(problem)
 
 
 def _proof(home: DorchHome) -> dict[str, Any]:
@@ -61,7 +51,7 @@ def _run_one(home: DorchHome, prompt: str, **env: str) -> tuple[str, str]:
 def test_secrets_reach_the_agent_and_nothing_it_posts(home: DorchHome, tmp_path: Path,
                                                       isolation: str) -> None:
     if isolation == "bubblewrap":
-        _needs_bwrap()
+        needs_bwrap()
     api_key = "sk-ant-api03-" + random.token_urlsafe(60)
     gh_token = "ghp_" + random.token_hex(18)
     bot = discord_token()
@@ -185,9 +175,7 @@ def test_token_set_systemd_for_an_agent_secret(home: DorchHome, tmp_path: Path) 
     from dorch.credstore import Layout
 
     if shutil.which("systemd-creds") is None or os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("needs root and systemd-creds (apt-get install systemd)")
-        pytest.skip("needs root and systemd-creds")
+        unavailable("needs root and systemd-creds (apt-get install systemd)")
     env = home.env(SYSTEMD_CREDENTIAL_SECRET=str(tmp_path / "host.key"))
     store, units = tmp_path / "credstore.encrypted", tmp_path / "units"
     value = "ghp_" + random.token_hex(18)

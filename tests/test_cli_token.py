@@ -13,17 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import DORCH, DorchHome
+from tests.helpers import DORCH, DorchHome, unavailable
 from tests.secret_service import Terminal, discord_token, secret_name, secret_service  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _must(reason: str) -> None:
-    """Skip for REASON, except in CI, where everything must run."""
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def _get(home: DorchHome, name: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -129,9 +122,9 @@ def creds(tmp_path: Path, home: DorchHome) -> dict[str, str]:
     its argv) uses a host key in TMP_PATH instead of /var/lib/systemd/credential.secret."""
     real = shutil.which("systemd-creds")
     if real is None:
-        _must("systemd-creds not installed (apt-get install systemd)")
+        unavailable("systemd-creds not installed (apt-get install systemd)")
     if os.geteuid() != 0:
-        _must("--systemd needs root")
+        unavailable("--systemd needs root")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     wrapper = bin_dir / "systemd-creds"
@@ -197,7 +190,7 @@ def test_systemd_per_instance_with_written_dropin_then_delete(
 def test_systemd_needs_root(home: DorchHome, tmp_path: Path) -> None:
     probe = subprocess.run(["unshare", "--user", "true"], capture_output=True, check=False)
     if probe.returncode != 0:
-        _must("cannot run as non-root here (unshare --user failed)")
+        unavailable("cannot run as non-root here (unshare --user failed)")
     store = tmp_path / "store"
     out = subprocess.run(["unshare", "--user", DORCH, "token", "set", "discord-token", "--systemd",
                           "--credstore", str(store)], input="x" * 30, capture_output=True,
@@ -209,7 +202,7 @@ def test_systemd_needs_root(home: DorchHome, tmp_path: Path) -> None:
 
 def test_systemd_creds_missing_or_too_old(home: DorchHome, tmp_path: Path) -> None:
     if os.geteuid() != 0:
-        _must("--systemd needs root")
+        unavailable("--systemd needs root")
     empty = tmp_path / "empty"
     empty.mkdir()
     missing = home.dorch("token", "set", "discord-token", "--systemd", "--credstore",

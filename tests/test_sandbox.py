@@ -23,7 +23,7 @@ import pytest
 
 from dorch.bus import State
 from dorch.task import TaskSpec
-from tests.helpers import DORCH, SUPPORT, DorchHome, agent_command, wait_until
+from tests.helpers import DORCH, SUPPORT, DorchHome, agent_command, needs_bwrap, wait_until
 
 SECRET = "s3cr3t-marker-4f9c2e"   # in the worker's environment and its credentials directory
 WORKER_WAIT = 120.0
@@ -31,13 +31,7 @@ WORKER_WAIT = 120.0
 
 @pytest.fixture(scope="module")
 def bwrap() -> None:
-    from dorch.sandbox import bwrap_works
-
-    problem = bwrap_works()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"{problem}: CI must install bubblewrap")
-        pytest.skip(problem)
+    needs_bwrap()
 
 
 @pytest.fixture

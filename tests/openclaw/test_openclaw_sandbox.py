@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers import needs_bwrap
 from tests.openclaw.conftest import Fleet
 from tests.support.fake_model import rule, text, tool
 
@@ -14,11 +15,7 @@ pytestmark = [pytest.mark.openclaw, pytest.mark.timeout(600)]
 def test_openclaw_runs_in_the_sandbox_and_its_state_does_not_outlive_the_task(
     fleet: Fleet,
 ) -> None:
-    from dorch.sandbox import bwrap_works
-
-    problem = bwrap_works()
-    if problem:
-        pytest.fail(f"{problem}: this test needs bubblewrap")
+    needs_bwrap()
     fleet.configure()
     with open(fleet.home.config_path) as f:
         config = f.read()
