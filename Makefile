@@ -16,15 +16,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: pyproject.toml emulator/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e ./emulator
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/dorch demo
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check dorch tests bench
+	$(BIN)/ruff check dorch emulator tests bench
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy

@@ -116,8 +116,9 @@ def default_worker_settings() -> dict[str, Any]:
 def discord_world(emulator: Any = None, **configure: Any) -> Iterator[Any]:
     """The test suite's World (tests/support/world.py): the emulator with Discord's realistic
     limits, a dorch home configured for it, fleets of real worker processes; all torn down."""
-    from dorch.discord.emulator import Emulator
-    from tests.helpers import DorchHome
+    from dorch_emulator import Emulator
+
+    from tests.support.helpers import DorchHome
     from tests.support.world import World, world_config
 
     with tempfile.TemporaryDirectory(prefix="dorch-bench-") as tmp, \

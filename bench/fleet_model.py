@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import RESULTS, heading, table, write_json
+from dorch_emulator.config import DEFAULT_ROUTE_LIMITS
 
 from dorch.config import SCHEMA
-from dorch.discord.emulator.config import DEFAULT_ROUTE_LIMITS
 
 GLOBAL_PER_BOT = 50.0  # requests per second per bot token (Discord's documented global limit)
 ACTIVE_THREADS = 1000  # active threads per guild; dorch archives a task's thread when it ends

@@ -24,10 +24,9 @@ from pathlib import Path
 
 from common import heading, table, wait_for, write_json
 
-from dorch.bus import Result, State
 from dorch.bus.local import LocalBus
-from dorch.task import TaskSpec
-from tests.helpers import DorchHome
+from dorch.model import Result, State, TaskSpec
+from tests.support.helpers import DorchHome
 
 
 async def fill(path: Path, n: int) -> None:

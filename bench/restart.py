@@ -39,8 +39,8 @@ from common import (
     write_json,
 )
 
-from dorch.task import TaskSpec
-from tests.helpers import DORCH, DorchHome
+from dorch.model import TaskSpec
+from tests.support.helpers import DORCH, DorchHome
 
 TASK_POLL = "GET /channels/{channel_id}/messages"
 

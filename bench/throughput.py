@@ -32,8 +32,8 @@ from collections.abc import Callable
 from typing import Any
 
 from common import default_worker_settings, discord_world, heading, table, wait_for, write_json
+from dorch_emulator.config import DEFAULT_ROUTE_LIMITS
 
-from dorch.discord.emulator.config import DEFAULT_ROUTE_LIMITS
 from tests.support.world import World, limit_figures
 
 # Uses per task of the buckets every task of a bot shares (per bot and channel).
@@ -109,9 +109,9 @@ def fleet_run(tasks: int, workers: int) -> dict[str, Any]:
 
 async def _serve(loops: int, deadline: float) -> None:
     """One host of the protocol-only run: LOOPS workers as coroutines, each with its own bus."""
-    from dorch.bus import Result, State
     from dorch.bus.discord import DiscordBus
     from dorch.config import load
+    from dorch.model import Result, State
 
     config = load(os.environ["DORCH_CONFIG"])
 

@@ -39,7 +39,7 @@ def _worker_args(argv: list[str]) -> tuple[str | None, str | None] | None:
 
 def _run_worker(config_path: str | None, instance: str | None) -> int:
     from dorch import config as configuration
-    from dorch.worker import EXIT_CONFIG, run_worker
+    from dorch.runtime.worker import EXIT_CONFIG, run_worker
 
     try:
         cfg = configuration.load(config_path)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 if TYPE_CHECKING:
-    from dorch.bus import Result
+    from dorch.model import Result
 
 MARK = "[redacted]"
 MIN_LENGTH = 4    # shorter values are not secrets worth blanking ordinary words for

@@ -1,4 +1,5 @@
-"""Shared fixtures (helpers live in tests/helpers.py)."""
+"""Shared fixtures: a dorch home, and the Discord emulator in process or as a process
+(tests/support/emulator.py). Helpers live in tests/support/."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import DorchHome
+from tests.support.emulator import emulator, emulator_proc, make_emulator, make_emulator_proc  # noqa: F401
+from tests.support.helpers import DorchHome
 
 
 @pytest.fixture

@@ -160,7 +160,7 @@ def test_a_credential_name_is_fine(tmp_path: Path) -> None:
 
 
 def test_the_cli_never_echoes_a_token_given_as_the_name(tmp_path: Path) -> None:
-    from tests.helpers import DORCH
+    from tests.support.helpers import DORCH
 
     path = write(tmp_path / "c.toml", f'[discord]\ntoken = "{looks_like_a_bot_token()}"\n')
     out = subprocess.run([DORCH, "--config", str(path), "config", "show"], capture_output=True,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dorch.main import _worker_args
-from tests.helpers import DORCH, DorchHome
+from tests.support.helpers import DORCH, DorchHome
 
 
 @pytest.mark.parametrize(("argv", "expected"), [

@@ -7,7 +7,7 @@ import urllib.parse
 
 import pytest
 
-from dorch.bus import Result, State
+from dorch.model import Result, State
 from dorch.redact import MARK, Redactor
 
 KEY = "sk-ant-api03-Qm9vT2xkU2VjcmV0S2V5Rm9yVGVzdHMtMDEyMzQ1Njc4OQ-xYz_AA"

@@ -1,7 +1,7 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests.secret_service are parameters here)
+# ruff: noqa: F811  (pytest fixtures imported from tests.support.secret_service are parameters here)
 """dorch.secrets: lookup order (credentials dir, keyring, environment), errors, redaction.
 
-The keyring is a real Secret Service (run under .ci/with-keyring, see tests/secret_service.py).
+The keyring is a real Secret Service (run under .ci/with-keyring, see tests/support/secret_service.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from dorch import secrets
 from dorch.config import ConfigError
-from tests.secret_service import discord_token, secret_name, secret_service  # noqa: F401
+from tests.support.secret_service import discord_token, secret_name, secret_service  # noqa: F401
 
 pytestmark = pytest.mark.timeout(60)
 

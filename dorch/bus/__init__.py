@@ -1,42 +1,16 @@
 """The bus contract: how workers and the CLI see a queue, whether it is SQLite or Discord.
 
-Lifecycle: queued -> claimed(running) -> succeeded | failed | timed_out | cancelled; an expired
-lease (worker died or hung) makes the task ``lost`` and queues it again as attempt k+1, or
-``dead`` after ``max_attempts``. ``release`` hands a task back without spending an attempt.
+The types it speaks (tasks, claims, results, views) are the domain model's (``dorch.model``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from dorch.task import TaskSpec
+from dorch.model import Claim, Lease, Result, Status, TaskSpec, TaskView, WorkerView
 
 if TYPE_CHECKING:
     from dorch.config import Config
-
-
-class State(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
-    DEAD = "dead"
-
-    @property
-    def finished(self) -> bool:
-        return self not in (State.QUEUED, State.RUNNING)
-
-
-class Lease(StrEnum):
-    """What a heartbeat learns about a claim."""
-
-    HELD = "held"            # keep going
-    CANCELLED = "cancelled"  # the user cancelled: stop the agent, report cancelled
-    LOST = "lost"            # fenced (lease expired and taken): stop, report nothing
 
 
 class BusError(Exception):
@@ -49,90 +23,6 @@ class BusConfigError(BusError):
     """The bus cannot work as configured: bad token, missing channel (exit 78: do not retry)."""
 
     exit_code = 78
-
-
-@dataclass(frozen=True)
-class Task:
-    id: str
-    spec: TaskSpec
-    attempt: int = 1
-    submitter: str = ""
-    submitted_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A worker's lease on a task. ``token`` fences: only the holder of the current one may finish."""
-
-    task: Task
-    worker: str
-    token: str
-    lease_until: float
-
-
-@dataclass
-class Result:
-    """The outcome of one attempt, as the worker reports it."""
-
-    state: State
-    output: str = ""
-    error: str = ""
-    stderr_tail: str = ""
-    duration: float = 0.0
-    usage: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class TaskView:
-    """A task as the CLI shows it: its spec, where it stands, and its result once finished."""
-
-    task: Task
-    state: State
-    worker: str = ""
-    started_at: float | None = None
-    finished_at: float | None = None
-    result: Result | None = None
-    url: str = ""
-
-
-@dataclass
-class WorkerView:
-    worker: str
-    state: str          # READY | RUNNING | RESTARTING | STOPPED; LOST: its task was taken back
-    task_id: str = ""
-    host: str = ""
-    pid: int = 0
-    version: str = ""
-    tasks_done: int = 0
-    updated_at: float = 0.0
-
-
-@dataclass
-class Delivery:
-    """A write waiting in this host's outbox (Discord bus): a submission, a result, a requeue."""
-
-    id: int
-    kind: str           # submit | result | requeue
-    what: str           # one line for people
-    created: float
-    tries: int
-    last_error: str = ""
-    failed: bool = False  # gave up (retrying cannot help); kept for inspection
-
-
-@dataclass
-class Status:
-    counts: dict[str, int]
-    running: list[TaskView]
-    recent: list[TaskView]
-    dead: list[TaskView]
-    workers: list[WorkerView]
-    deliveries: list[Delivery] = field(default_factory=list)
-    error: str = ""     # the bus could not be read (only the local part is shown)
-
-    @property
-    def pending_delivery(self) -> int:
-        return len(self.deliveries)
 
 
 class Bus(Protocol):

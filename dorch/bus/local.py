@@ -41,19 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dorch.bus import (
-    BusConfigError,
-    BusError,
-    Claim,
-    Lease,
-    Result,
-    State,
-    Status,
-    Task,
-    TaskView,
-    WorkerView,
-)
-from dorch.task import TaskSpec, validate
+from dorch.bus import BusConfigError, BusError
+from dorch.model import Claim, Lease, Result, State, Status, Task, TaskSpec, TaskView, WorkerView, validate
 
 BUSY_TIMEOUT = 10.0  # seconds a process waits for the write lock before giving up (exit 75)
 WORKER_ROWS_KEPT = 86400.0  # idle worker-board rows older than this are dropped

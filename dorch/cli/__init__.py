@@ -100,7 +100,7 @@ def handles_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from dorch.bus import BusError
         from dorch.config import ConfigError
-        from dorch.task import TaskError
+        from dorch.model import TaskError
 
         try:
             return func(*args, **kwargs)

@@ -27,8 +27,9 @@ from dorch.cli import (
 )
 
 if TYPE_CHECKING:
-    from dorch.bus import Bus, Status, TaskView
+    from dorch.bus import Bus
     from dorch.config import Config
+    from dorch.model import Status, TaskView
 
 queue_app = typer.Typer(help="Manage the queue of waiting tasks.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
@@ -165,7 +166,7 @@ def submit(
 
     Example: dorch submit "Write a sort function [model:gpt-4o] [thinking:medium]" --wait
     """
-    from dorch.task import parse_task
+    from dorch.model import parse_task
 
     cfg = load_config(config)
     spec = parse_task(
@@ -227,7 +228,7 @@ def worker(
     except ConfigError as exc:
         typer.echo(f"dorch worker: configuration error: {exc}", err=True)
         raise typer.Exit(78) from None
-    from dorch.worker import run_worker
+    from dorch.runtime.worker import run_worker
 
     raise typer.Exit(run_worker(cfg, instance))
 
@@ -245,7 +246,7 @@ def up(
     """
     from dorch import log, paths
     from dorch.cli import _root_config
-    from dorch.supervisor import pidfile_path, supervise
+    from dorch.runtime.supervisor import pidfile_path, supervise
 
     cfg = load_config(config)
     log.setup(cfg.worker["log_level"], name="up")
@@ -454,7 +455,7 @@ def stop(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the workers to stop.")] = 60,
 ) -> None:
     """Stop the local workers: dorch-workers.target under systemd, else the `dorch up` supervisor."""
-    from dorch import stopper
+    from dorch.runtime import stopper
 
     try:
         typer.echo(stopper.stop_local_workers(timeout))
@@ -503,6 +504,6 @@ def demo(
 
     Needs no config, no Discord, no OpenClaw (the echo executor answers with the prompt).
     """
-    from dorch.demo import run_demo
+    from dorch.runtime.demo import run_demo
 
     raise typer.Exit(_run(run_demo(workers, tasks, delay, typer.echo)))

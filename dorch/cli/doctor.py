@@ -30,7 +30,7 @@ def _token(name: str) -> str:
 
 def _isolation(cfg: Any) -> str:
     """How this host's workers will isolate their agents ([executor] isolation)."""
-    from dorch.sandbox import SandboxError, from_config
+    from dorch.runtime.sandbox import SandboxError, from_config
 
     try:
         return from_config(cfg).describe()
@@ -44,7 +44,7 @@ def doctor(config: ConfigOption = None, json_out: JsonOption = False) -> None:
     """Check the Discord bus: token, bot user, MESSAGE_CONTENT intent, guild, channels and
     permissions. Prints a fix for every failure; exits 1 if anything failed (75: Discord could
     not be asked; 78: no token, or Discord rejected it)."""
-    from dorch.discord.doctor import diagnose
+    from dorch.bus.discord.doctor import diagnose
     from dorch.discord.errors import DiscordError
 
     cfg = load_config(config)

@@ -1,18 +1,23 @@
-"""``dorch emulator``: serve an emulated Discord API for offline tests, benchmarks and demos."""
+"""``dorch emulator``: serve an emulated Discord API for offline tests, benchmarks and demos.
+
+The emulator is a separate distribution (``emulator/`` in the source tree, not in dorch's wheel or
+.deb); this command runs it as its own program where it is installed and says how to get it where
+it is not. Nothing of it is imported here.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from functools import partial
+import importlib.util
+import os
+import sys
 from typing import Annotated
 
 import typer
 
-from dorch.cli import EXIT_TEMPFAIL, app, fail, handles_errors
+from dorch.cli import EXIT_CONFIG, app, fail
 
 
 @app.command()
-@handles_errors
 def emulator(
     config: Annotated[str | None, typer.Option(
         "--config", "-c", help="Emulator world (TOML: guild, channels, bots, users, limits, faults); "
@@ -24,13 +29,14 @@ def emulator(
 
     Prints its URL first; set dorch's [discord] api_base to the printed api_base. Humans post,
     faults are injected and the request log is read through the control API under /_emulator
-    (GET /_emulator/state lists the ids and bot tokens).
+    (GET /_emulator/state lists the ids and bot tokens). Needs the dorch-emulator package.
     """
-    from dorch.discord.emulator.config import EmulatorConfig
-    from dorch.discord.emulator.server import serve
-
-    world = EmulatorConfig.load(config) if config else EmulatorConfig.default()
-    try:
-        asyncio.run(serve(world, host, port, partial(typer.echo, err=False)))
-    except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc.strerror}", EXIT_TEMPFAIL)
+    if importlib.util.find_spec("dorch_emulator") is None:
+        fail("the Discord emulator is not installed here (it is a separate package, kept off servers): "
+             "from a dorch checkout run `pip install ./emulator` in this environment, then try again",
+             EXIT_CONFIG)
+    argv = [sys.executable, "-m", "dorch_emulator", "--host", host, "--port", str(port)]
+    if config:
+        argv += ["--config", config]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from dorch.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_USAGE, app, fail, handles_errors
-from dorch.setup import QUESTIONS, Answers
+from dorch.cli.answers import QUESTIONS, Answers
 
 T = TypeVar("T")
 
@@ -118,7 +118,7 @@ def setup(
     --allowed-roles ROLE --token-stdin < token.txt`.
     """
     from dorch import paths
-    from dorch import setup as logic
+    from dorch.cli import answers as logic
 
     target = (path or paths.config_dir() / "config.toml").expanduser()
     if target.exists() and not force:
@@ -191,7 +191,7 @@ def _require_flags(a: Answers, token_decided: bool) -> None:
 
 def _ask_all(session: _Session, a: Answers) -> None:
     from dorch import paths
-    from dorch import setup as logic
+    from dorch.cli import answers as logic
 
     if a.bus is None:
         a.bus = session.ask("bus", logic.parse_bus, default="local")
@@ -254,9 +254,9 @@ def _token(session: _Session, a: Answers, from_stdin: bool, no_token: bool) -> t
 def _live_check(session: _Session, config: Any, token: str) -> None:
     """Ask Discord (or the configured api_base) whether all of this works, through ``dorch doctor``."""
     try:
-        from dorch.discord.doctor import diagnose
+        from dorch.bus.discord.doctor import diagnose
     except ImportError:
-        typer.echo("live check skipped: this dorch has no Discord diagnostics (dorch.discord.doctor)")
+        typer.echo("live check skipped: this dorch has no Discord diagnostics (dorch.bus.discord.doctor)")
         return
     from dorch.discord.errors import DiscordError
 

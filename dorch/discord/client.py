@@ -82,7 +82,7 @@ class _Secret:
 
 def new_nonce() -> str:
     """A fresh nonce (at most 25 characters), unique across hosts and processes."""
-    from dorch.outbox import new_nonce as outbox_nonce
+    from dorch.bus.discord.outbox import new_nonce as outbox_nonce
 
     return outbox_nonce()
 

@@ -1,6 +1,6 @@
 """Executors run one task's agent as a child process and turn what it did into a Result.
 
-Every executor goes through dorch.process.run_child: scrubbed environment (never a token), its own
+Every executor goes through dorch.runtime.process.run_child: scrubbed environment (never a token), its own
 process group, a timeout, and the whole group killed on cancel, timeout or stop.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from dorch.bus import Result
     from dorch.config import Config
-    from dorch.sandbox import Sandbox
+    from dorch.model import Result
+    from dorch.runtime.sandbox import Sandbox
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class ExecRequest:
     timeout: float           # seconds; 0 = none
     state_dir: Path          # the worker's state dir (e.g. OPENCLAW_HOME lives under it)
     extra_env: dict[str, str] = field(default_factory=dict)
-    sandbox: Sandbox | None = None   # how to isolate the agent (dorch.sandbox); None: not at all
+    sandbox: Sandbox | None = None   # how to isolate the agent (dorch.runtime.sandbox); None: not at all
     # [executor] secrets, looked up once at the worker's start: only the agent's environment
     # gets them (under their names), never a log line, argv or repr
     secrets: dict[str, str] = field(default_factory=dict, repr=False)

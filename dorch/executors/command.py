@@ -32,11 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dorch.bus import Result, State
 from dorch.executors import ExecRequest, ExecutorConfigError
-from dorch.process import EnvError, run_child, scrubbed_env
-from dorch.task import THINKING_LEVELS
-from dorch.workspace import capture_dir
+from dorch.model import THINKING_LEVELS, Result, State
+from dorch.runtime.process import EnvError, run_child, scrubbed_env
+from dorch.runtime.workspace import capture_dir
 
 if TYPE_CHECKING:
     from dorch.config import Config

@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from dorch.bus import Result, State
+from dorch.model import Result, State
 
 if TYPE_CHECKING:
     from dorch.config import Config

@@ -35,10 +35,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dorch.bus import Result, State
 from dorch.executors import ExecRequest, ExecutorConfigError
-from dorch.process import EnvError, run_child, scrubbed_env
-from dorch.workspace import capture_dir
+from dorch.model import Result, State
+from dorch.runtime.process import EnvError, run_child, scrubbed_env
+from dorch.runtime.workspace import capture_dir
 
 if TYPE_CHECKING:
     from dorch.config import Config
@@ -208,8 +208,8 @@ class OpenClawExecutor:
         return result
 
     def usage(self, envelope: Mapping[str, Any] | None, duration: float) -> dict[str, Any]:
-        """Result.usage from the envelope (see dorch.usage for the keys)."""
-        from dorch import usage as usage_mod
+        """Result.usage from the envelope (see dorch.executors.usage for the keys)."""
+        from dorch.executors import usage as usage_mod
 
         out: dict[str, Any] = {"duration": round(duration, 3)}
         if envelope:

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from dorch_emulator import Emulator
 
 from dorch import __version__
 from dorch.discord import errors
 from dorch.discord.client import DiscordClient
 from dorch.discord.content import File, with_attachment
-from dorch.discord.emulator import Emulator
-from tests.discord.emulator_api import MakeEmulator
+from tests.support.emulator_api import MakeEmulator
 
 T = TypeVar("T")
 

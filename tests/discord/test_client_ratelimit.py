@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dorch_emulator import Emulator
+from dorch_emulator.records import RequestRecord
 
 from dorch.discord import errors
 from dorch.discord.client import DiscordClient
-from dorch.discord.emulator import Emulator
-from dorch.discord.emulator.records import RequestRecord
-from tests.discord.emulator_api import MakeEmulator
+from tests.support.emulator_api import MakeEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 CHANNELS = [f"c{n}" for n in range(5)]
@@ -207,7 +207,7 @@ def test_a_cloudflare_ban_stops_every_process_on_the_host(make_emulator: MakeEmu
 # -- child processes -----------------------------------------------------------------------------
 
 def _child(job: dict[str, Any]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "tests.discord.client_child", json.dumps(job)],
+    return subprocess.Popen([sys.executable, "-m", "tests.support.client_child", json.dumps(job)],
                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 

@@ -20,9 +20,8 @@ import os
 import sys
 from pathlib import Path
 
-from dorch.bus import Result, State
 from dorch.bus.local import LocalBus
-from dorch.task import TaskSpec
+from dorch.model import Result, State, TaskSpec
 
 
 def become(spec: str) -> None:

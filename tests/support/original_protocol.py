@@ -2,7 +2,7 @@
 re-implemented in asyncio on dorch's ``DiscordClient``, to measure it against the emulator.
 
 It exists for comparisons that must be fair to the original: the contrast tests
-(tests/discord_bus/test_reaction_protocol.py: double claims, tasks starved beyond the 10 newest)
+(tests/bus/discord/test_reaction_protocol.py: double claims, tasks starved beyond the 10 newest)
 and the benchmarks in bench/ (requests per task, idle requests per worker per minute). Requests go
 through ``DiscordClient`` so rate limits are honoured: what goes wrong comes from the protocol,
 not from 429s. Everything talks to the given ``api_base`` (the emulator on 127.0.0.1).

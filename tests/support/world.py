@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dorch.discord.emulator import Emulator, EmulatorConfig
-from dorch.discord.emulator.config import DEFAULT
-from tests.helpers import DORCH, DorchHome, agent_command, wait_until
+from dorch_emulator import Emulator, EmulatorConfig
+from dorch_emulator.config import DEFAULT
+
+from tests.support.helpers import DORCH, DorchHome, agent_command, wait_until
 
 WORKER_BOTS = ("worker-1", "worker-2", "worker-3", "worker-4")
 TOKEN_ENV = "DORCH_SECRET_DISCORD_TOKEN"

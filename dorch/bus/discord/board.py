@@ -17,10 +17,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dorch.bus import WorkerView
 from dorch.bus.discord import formats
 from dorch.discord import errors
 from dorch.discord.client import DiscordClient
+from dorch.model import WorkerState, WorkerView
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def parse_board(messages: list[dict[str, Any]]) -> list[WorkerView]:
             parsed = formats.parse_link(found["link"])
             task_id = parsed[2] if parsed else ""
         seen[found["worker"]] = WorkerView(
-            worker=found["worker"], state=found["state"], task_id=task_id,
+            worker=found["worker"], state=WorkerState(found["state"]), task_id=task_id,
             host=found["host"].strip(), pid=int(found["pid"] or 0), version=found["version"],
             tasks_done=int(found["done"]), updated_at=float(found["at"]),
         )

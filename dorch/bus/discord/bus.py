@@ -2,7 +2,7 @@
 message is the only compare-and-set dorch relies on besides starting a thread.
 
 Why not reactions: every bot's ✅ succeeds and the reaction list is sorted by user id, so
-"first reactor wins" cannot be decided (``tests/discord_bus/test_reaction_protocol.py`` shows
+"first reactor wins" cannot be decided (``tests/bus/discord/test_reaction_protocol.py`` shows
 the double claims). What is atomic on Discord:
 
 - **Claim** = *Start Thread from Message*: a message has at most one thread; the second try
@@ -28,7 +28,7 @@ which the reaper checks once their lease could have expired). A worker picks at 
 the oldest few waiting tasks, which spreads contention and keeps roughly oldest-first order.
 
 Writes that must not be lost (submissions, results, requeues, hand-backs) go through the
-outbox (``dorch.outbox``) with stable nonces: an outage delays them, a retry never duplicates.
+outbox (``dorch.bus.discord.outbox``) with stable nonces: an outage delays them, a retry never duplicates.
 """
 
 from __future__ import annotations
@@ -46,27 +46,31 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from dorch import paths
-from dorch.bus import (
-    BusConfigError,
-    BusError,
+from dorch.bus import BusConfigError, BusError
+from dorch.bus.discord import formats, trust
+from dorch.bus.discord.board import Board, parse_board
+from dorch.bus.discord.outbox import Item, Outbox, PermanentError
+from dorch.discord import errors
+from dorch.discord.client import START_THREAD, DiscordClient
+from dorch.discord.content import File
+from dorch.model import (
     Claim,
     Delivery,
+    DeliveryKind,
     Lease,
     Result,
     State,
     Status,
     Task,
+    TaskError,
+    TaskSpec,
     TaskView,
+    WorkerState,
     WorkerView,
+    parse_task,
+    validate,
 )
-from dorch.bus.discord import formats, trust
-from dorch.bus.discord.board import Board, parse_board
-from dorch.discord import errors
-from dorch.discord.client import START_THREAD, DiscordClient
-from dorch.discord.content import File
-from dorch.outbox import Item, Outbox, PermanentError
 from dorch.shared_state import SharedState
-from dorch.task import TaskError, TaskSpec, parse_task, validate
 
 if TYPE_CHECKING:
     import aiohttp
@@ -391,7 +395,7 @@ class DiscordBus:
             passed = (doc.get("preflight") or {}).get(self._token_id, 0)
         if now - passed < PREFLIGHT_TTL:
             return
-        from dorch.discord.doctor import run_checks
+        from dorch.bus.discord.doctor import run_checks
 
         failed = [c for c in await run_checks(self.config, self.client, advice=False)
                   if not c.ok]
@@ -1529,7 +1533,7 @@ class DiscordBus:
             reaped = msg is None or any(_reaction(msg, mark) for mark in
                                         (formats.REQUEUED, formats.DEAD))
             if reaped or time.time() - holder.updated_at > self.lease + REAP_GRACE:
-                holder.state = "LOST"
+                holder.state = WorkerState.LOST
         counts["running"] = len(running)
         for state, *_ in done:
             counts[state.value] += 1
@@ -1649,7 +1653,7 @@ class DiscordBus:
                 what = f"result of task {p.get('task')} ({p.get('result', {}).get('state', '?')})"
             else:
                 what = f"re-post of task {p.get('old')}"
-            out.append(Delivery(item.id, item.kind, what, item.created, item.tries,
+            out.append(Delivery(item.id, DeliveryKind(item.kind), what, item.created, item.tries,
                                 item.last_error, failed))
         return out
 

@@ -28,8 +28,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from dorch.bus import Result, State
 from dorch.discord.content import MAX_CONTENT, File, Post, head
+from dorch.model import Result, State
 
 # Reactions on a task message.
 CLAIMED = "✅"

@@ -1,0 +1,70 @@
+"""``dorch stop``: stop this machine's workers, whichever way they were started.
+
+Under systemd with the units installed: ``systemctl stop dorch-workers.target`` (every instance is
+``PartOf`` it). Otherwise the ``dorch up`` supervisor found through its pidfile gets SIGTERM and we
+wait until it has handed back its tasks and exited.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from dorch import paths
+from dorch.runtime.supervisor import pidfile_path
+
+TARGET = "dorch-workers.target"
+
+
+class NothingToStop(RuntimeError):
+    """No systemd target and no running ``dorch up`` were found."""
+
+
+def _systemd_has_target() -> bool:
+    if not Path("/run/systemd/system").is_dir() or not shutil.which("systemctl"):
+        return False
+    probe = subprocess.run(["systemctl", "cat", TARGET], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def _alive(pid: int) -> bool:
+    """True while PID runs (a zombie, exited but not yet reaped by its parent, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): trust kill(0)
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def stop_local_workers(timeout: float) -> str:
+    """Stop the workers; returns what was done. Raises NothingToStop or TimeoutError."""
+    if _systemd_has_target():
+        subprocess.run(["systemctl", "stop", TARGET], check=True)
+        return f"stopped {TARGET}"
+    pidfile = pidfile_path(paths.private_dir())
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        raise NothingToStop(
+            f"no workers to stop: no {TARGET} under systemd and no `dorch up` pidfile at {pidfile}"
+        ) from None
+    if not _alive(pid):
+        pidfile.unlink(missing_ok=True)
+        raise NothingToStop(f"`dorch up` (pid {pid}) is not running; removed its stale pidfile")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"`dorch up` (pid {pid}) did not stop within {timeout:.0f} s")
+        time.sleep(0.1)
+    return f"stopped `dorch up` (pid {pid}); running tasks were handed back"
