@@ -158,6 +158,10 @@ def test_install_offline_gives_dorch_its_user_units_and_config_and_starts_nothin
         "LoadState": "loaded", "FragmentPath": "/lib/systemd/system/dorch-worker@.service"}
     assert h.sh("systemctl is-enabled dorch-workers.target", check=False).strip() == "disabled"
     assert h.sh("systemctl list-units --no-legend --plain --state=active 'dorch*'") == ""
+    # The Discord emulator is a separate distribution, kept off servers; the command says so.
+    assert h.sh("dpkg -L dorch | grep -c dorch_emulator || true").strip() == "0"
+    out = h.sh("dorch emulator 2>&1; echo exit=$?", check=False)
+    assert "exit=78" in out and "pip install ./emulator" in out, out
 
 
 def test_dorch_demo_runs_from_the_package_and_writes_nothing_into_it(host: Host) -> None:
@@ -266,6 +270,8 @@ def test_wheel_and_sdist_build_and_pipx_installs_the_wheel_offline(
     with zipfile.ZipFile(wheel) as zf:
         entry_points = zf.read(f"dorch-{VERSION}.dist-info/entry_points.txt").decode()
     assert "dorch = dorch.main:main" in entry_points
+    with zipfile.ZipFile(wheel) as zf:
+        assert not [n for n in zf.namelist() if n.startswith("dorch_emulator")], "emulator in the wheel"
 
     copy_in = {"/root/dist": dists, "/root/wheelhouse": wheelhouse, "/root/pipx": pipx_wheels}
     with nspawn.boot(rootfs, containers_dir, "dorchpipx", copy_in=copy_in) as c:
