@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-EXIT_TEMPFAIL = 75
-EXIT_CONFIG = 78
+from dorch.errors import DorchError, ExitCode
 
 # Discord's JSON error codes dorch acts on.
 UNKNOWN_CHANNEL = 10003
@@ -28,10 +27,8 @@ THREAD_LOCKED = 160005
 MAX_ACTIVE_THREADS = 160006
 
 
-class DiscordError(Exception):
+class DiscordError(DorchError):
     """Anything the Discord client gives up on. Temporary unless a subclass says otherwise."""
-
-    exit_code = EXIT_TEMPFAIL
 
 
 class DiscordHTTPError(DiscordError):
@@ -69,13 +66,13 @@ class ThreadAlreadyExists(BadRequest):
 class Unauthorized(DiscordHTTPError):
     """401: the token is wrong, revoked or reset. Restarting cannot help."""
 
-    exit_code = EXIT_CONFIG
+    exit_code = ExitCode.CONFIG
 
 
 class Forbidden(DiscordHTTPError):
     """403: missing access (50001) or a missing permission (50013): fix the bot's permissions."""
 
-    exit_code = EXIT_CONFIG
+    exit_code = ExitCode.CONFIG
 
 
 class NotFound(DiscordHTTPError):
@@ -85,7 +82,7 @@ class NotFound(DiscordHTTPError):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.code in (UNKNOWN_CHANNEL, UNKNOWN_GUILD):
-            self.exit_code = EXIT_CONFIG
+            self.exit_code = ExitCode.CONFIG
 
 
 class UnknownRoute(DiscordHTTPError):
@@ -94,7 +91,7 @@ class UnknownRoute(DiscordHTTPError):
     something that is not Discord's API v10 (a proxy that does not forward this route), or the
     API changed. Restarting cannot help. Not a ``NotFound``: "already deleted" must not hide it."""
 
-    exit_code = EXIT_CONFIG
+    exit_code = ExitCode.CONFIG
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
