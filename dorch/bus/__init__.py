@@ -7,22 +7,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from dorch.errors import ConfigError, DorchError
 from dorch.model import Claim, Lease, Result, Status, TaskSpec, TaskView, WorkerView
 
 if TYPE_CHECKING:
     from dorch.config import Config
 
 
-class BusError(Exception):
+class BusError(DorchError):
     """The bus cannot be used right now (exit 75: try again later)."""
 
-    exit_code = 75
 
-
-class BusConfigError(BusError):
+class BusConfigError(BusError, ConfigError):
     """The bus cannot work as configured: bad token, missing channel (exit 78: do not retry)."""
-
-    exit_code = 78
 
 
 class Bus(Protocol):

@@ -236,7 +236,7 @@ class _Entry:
         return _msg_id(self.msg)
 
 
-class _Rejected(Exception):
+class _Rejected(TaskError):
     """A task that cannot run as written; the text tells its author what to fix."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dorch.bus import BusError
+from dorch.errors import DorchError, ExitCode
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -56,8 +57,10 @@ class OutboxFull(BusError):
     """Too much waits to be sent already (Discord unreachable for long?): nothing was stored."""
 
 
-class PermanentError(Exception):
+class PermanentError(DorchError):
     """Raised by a handler when retrying cannot help (e.g. the channel was deleted)."""
+
+    exit_code = ExitCode.FAILED
 
 
 @dataclass(frozen=True)
