@@ -20,18 +20,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dorch import paths
+from dorch.errors import ConfigError  # defined there, the root of the 78s; imported from here too
 
 log = logging.getLogger(__name__)
 
-EXIT_CONFIG = 78
 SYSTEM_CONFIG = Path("/etc/dorch/config.toml")
 DEFAULT_API_BASE = "https://discord.com/api/v10"
-
-
-class ConfigError(Exception):
-    """A configuration mistake; its text names the file, the key and what to do. Exit 78."""
-
-    exit_code = EXIT_CONFIG
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from dorch.errors import InputError
+
 THINKING_LEVELS = ("off", "minimal", "low", "medium", "high", "xhigh", "adaptive", "max", "ultra")
 VALID_TAGS = ("model", "thinking")
 
@@ -29,7 +31,7 @@ _CODE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]*`", re.DOTALL)
 _MODEL = re.compile(r"^[\w.:/@+-]{1,200}$")
 
 
-class TaskError(ValueError):
+class TaskError(InputError, ValueError):
     """A task the user must fix; the text says what is wrong and how to write it instead."""
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dorch.errors import ConfigError
+
 if TYPE_CHECKING:
     from dorch.config import Config
     from dorch.model import Result
@@ -41,10 +43,8 @@ class Executor(Protocol):
         ...
 
 
-class ExecutorConfigError(Exception):
+class ExecutorConfigError(ConfigError):
     """The executor cannot run as configured (e.g. openclaw not installed): exit 78."""
-
-    exit_code = 78
 
 
 def make_executor(config: Config) -> Executor:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dorch.errors import ConfigError
 from dorch.executors import ExecRequest, ExecutorConfigError
 from dorch.model import THINKING_LEVELS, Result, State
 from dorch.runtime.process import EnvError, run_child, scrubbed_env
@@ -79,7 +80,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-class TemplateError(ValueError):
+class TemplateError(ConfigError, ValueError):
     """An argument template that cannot work (unknown placeholder, bad item)."""
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from dorch.errors import ConfigError
 from dorch.runtime import sandbox as sandbox_mod
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ _FORBIDDEN = re.compile(
 )
 
 
-class EnvError(ValueError):
+class EnvError(ConfigError, ValueError):
     """A variable that must never reach an agent was asked for (pass_env or extra)."""
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dorch import paths
+from dorch.errors import ConfigError
 from dorch.runtime.reaper import children_of, descendants  # the one process-tree walk
 
 if TYPE_CHECKING:
@@ -83,10 +84,8 @@ def harden_process(subreaper: bool = False) -> None:
 _SUBREAPER = False
 
 
-class SandboxError(Exception):
+class SandboxError(ConfigError):
     """The configured isolation cannot be had (exit 78: the service must not start)."""
-
-    exit_code = 78
 
 
 @dataclass(frozen=True)

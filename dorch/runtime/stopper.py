@@ -15,13 +15,16 @@ import time
 from pathlib import Path
 
 from dorch import paths
+from dorch.errors import DorchError, ExitCode
 from dorch.runtime.supervisor import pidfile_path
 
 TARGET = "dorch-workers.target"
 
 
-class NothingToStop(RuntimeError):
+class NothingToStop(DorchError, RuntimeError):
     """No systemd target and no running ``dorch up`` were found."""
+
+    exit_code = ExitCode.FAILED
 
 
 def _systemd_has_target() -> bool:
