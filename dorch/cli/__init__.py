@@ -15,19 +15,20 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from dorch import __version__
+from dorch.errors import DorchError, ExitCode, InputError
 
 if TYPE_CHECKING:
     from dorch.config import Config
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_DATAERR = 64
-EXIT_TEMPFAIL = 75
-EXIT_CONFIG = 78
+# The old names, while the other CLI modules move to ExitCode (removed once none uses them).
+EXIT_FAILED = ExitCode.FAILED
+EXIT_USAGE = ExitCode.USAGE
+EXIT_DATAERR = ExitCode.DATAERR
+EXIT_TEMPFAIL = ExitCode.TEMPFAIL
+EXIT_CONFIG = ExitCode.CONFIG
 
 EPILOG = (
-    "Exit codes: 0 ok; 1 the task failed or was not found; 2 usage error; 64 bad task input; "
-    "75 temporary failure (try again later); 78 configuration error. "
+    "Exit codes: " + "; ".join(f"{code.value} {code.meaning}" for code in ExitCode) + ". "
     "Config: --config FILE, else $DORCH_CONFIG, else the user config dir, else "
     "/etc/dorch/config.toml, else built-in defaults (a local queue)."
 )
@@ -71,7 +72,7 @@ def _root(
     _root_config = config
 
 
-def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+def fail(message: str, code: ExitCode = ExitCode.FAILED) -> NoReturn:
     """Print ``dorch: error: MESSAGE`` on stderr and exit with CODE."""
     from dorch.log import redact
 
@@ -94,25 +95,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handles_errors(func: F) -> F:
-    """Turn dorch's expected errors into one clear line on stderr and the documented exit code."""
+    """Turn dorch's errors into one clear line on stderr and the error's own exit code."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from dorch.bus import BusError
-        from dorch.config import ConfigError
-        from dorch.model import TaskError
-
         try:
             return func(*args, **kwargs)
-        except ConfigError as exc:
-            fail(str(exc), EXIT_CONFIG)
-        except TaskError as exc:
-            fail(f"bad task: {exc}", EXIT_DATAERR)
-        except BusError as exc:
-            fail(str(exc), int(getattr(exc, "exit_code", EXIT_TEMPFAIL)))
+        except InputError as exc:
+            fail(f"bad task: {exc}", exc.exit_code)
+        except DorchError as exc:
+            fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
 
