@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from dorch.cli import EXIT_CONFIG, app, fail
+from dorch.cli import app, fail
+from dorch.errors import ExitCode
 
 
 @app.command()
@@ -34,7 +35,7 @@ def emulator(
     if importlib.util.find_spec("dorch_emulator") is None:
         fail("the Discord emulator is not installed here (it is a separate package, kept off servers): "
              "from a dorch checkout run `pip install ./emulator` in this environment, then try again",
-             EXIT_CONFIG)
+             ExitCode.CONFIG)
     argv = [sys.executable, "-m", "dorch_emulator", "--host", host, "--port", str(port)]
     if config:
         argv += ["--config", config]
