@@ -1,9 +1,9 @@
 """One worker process: poll, claim one task, run its agent, report, exit.
 
 A worker handles at most one task and then exits 0, so systemd (or ``dorch up``) starts a fresh
-process for the next one. Exit codes: 0 task done or idle timeout; 75 temporary failure; 78
-configuration error (the unit must not restart). SIGTERM/SIGINT during a task stop the agent and
-hand the task back without spending an attempt.
+process for the next one. Exit codes (``dorch.errors.ExitCode``): 0 task done or idle timeout;
+75 temporary failure; 78 configuration error (the unit must not restart). SIGTERM/SIGINT
+during a task stop the agent and hand the task back without spending an attempt.
 """
 
 from __future__ import annotations
@@ -21,17 +21,15 @@ from pathlib import Path
 
 from dorch import __version__, paths
 from dorch.bus import Bus, BusConfigError, BusError, open_bus
-from dorch.config import Config, ConfigError
-from dorch.executors import ExecRequest, Executor, ExecutorConfigError, make_executor
+from dorch.config import Config
+from dorch.errors import DorchError, ExitCode
+from dorch.executors import ExecRequest, Executor, make_executor
 from dorch.model import Claim, Lease, Result, State, WorkerState, WorkerView, resolve_model
 from dorch.runtime import notify
 from dorch.runtime.pacing import PollPacer
-from dorch.runtime.sandbox import Sandbox, SandboxError, harden_process
+from dorch.runtime.sandbox import Sandbox, harden_process
 from dorch.runtime.sandbox import from_config as sandbox_from_config
 
-EXIT_OK = 0
-EXIT_TEMPFAIL = 75
-EXIT_CONFIG = 78
 MAX_BACKOFF = 30.0  # s between polls while the bus cannot be reached
 
 log = logging.getLogger("dorch.worker")
@@ -88,10 +86,10 @@ class Worker:
             claim = await self._poll()
             if claim is None:
                 await self._report(self._leaving())
-                return EXIT_OK
+                return ExitCode.OK
             await self._handle(claim)
             await self._report(self._leaving(), done=1)
-            return EXIT_OK
+            return ExitCode.OK
         finally:
             pinger.cancel()
 
@@ -316,12 +314,10 @@ def run_worker(config: Config, instance: str | None = None) -> int:
     harden_process(subreaper=True)
     try:
         return asyncio.run(_main(config, inst))
-    except (ConfigError, ExecutorConfigError, SandboxError) as exc:
-        log.error("configuration error: %s", exc)
-        return EXIT_CONFIG
-    except BusError as exc:
-        code = getattr(exc, "exit_code", EXIT_TEMPFAIL)
-        log.error("%s: %s", "configuration error" if code == EXIT_CONFIG else "bus error", exc)
-        return int(code)
+    except DorchError as exc:
+        code = exc.exit_code
+        log.error("%s (exit %d): %s", "configuration error" if code == ExitCode.CONFIG else "error",
+                  code, exc)
+        return code
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK
