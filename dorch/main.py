@@ -39,13 +39,14 @@ def _worker_args(argv: list[str]) -> tuple[str | None, str | None] | None:
 
 def _run_worker(config_path: str | None, instance: str | None) -> int:
     from dorch import config as configuration
-    from dorch.runtime.worker import EXIT_CONFIG, run_worker
+    from dorch.errors import DorchError
+    from dorch.runtime.worker import run_worker
 
     try:
         cfg = configuration.load(config_path)
-    except configuration.ConfigError as exc:
+    except DorchError as exc:
         print(f"dorch worker: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exc.exit_code
     return run_worker(cfg, instance)
 
 

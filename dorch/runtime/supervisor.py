@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dorch.errors import ExitCode
+
 log = logging.getLogger("dorch.supervisor")
 
-EXIT_CONFIG = 78
 RESTART_DELAY = 0.1        # like systemd's default RestartSec
 MAX_BACKOFF = 30.0
 HEALTHY_RUN = 10.0         # a run this long resets the failure backoff
@@ -66,8 +67,8 @@ class Supervisor:
         """Run until stopped, or until every instance gave up; returns the exit code."""
         await asyncio.gather(*(self._keep(inst) for inst in self.instances))
         if all(inst.given_up for inst in self.instances):
-            return EXIT_CONFIG
-        return 0
+            return ExitCode.CONFIG
+        return ExitCode.OK
 
     async def _keep(self, inst: Instance) -> None:
         while not self._stopping.is_set():
@@ -80,7 +81,7 @@ class Supervisor:
             inst.exits.append(code)
             if self._stopping.is_set():
                 return
-            if code == EXIT_CONFIG:
+            if code == ExitCode.CONFIG:
                 inst.given_up = True
                 self.on_event(f"worker {inst.number} exited 78 (configuration error): not restarted")
                 return
