@@ -13,18 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dorch.cli import (
-    EXIT_FAILED,
-    EXIT_TEMPFAIL,
-    EXIT_USAGE,
-    ConfigOption,
-    JsonOption,
-    app,
-    fail,
-    handles_errors,
-    load_config,
-    print_json,
-)
+from dorch.cli import ConfigOption, JsonOption, app, fail, handles_errors, load_config, print_json
+from dorch.errors import ExitCode
 
 if TYPE_CHECKING:
     from dorch.bus import Bus
@@ -77,20 +67,20 @@ def _age(since: float | None) -> str:
 
 def _read_prompt(text: str | None, file: Path | None) -> str:
     if file is not None and text not in (None, ""):
-        fail("give the prompt either as TEXT or with --file, not both", EXIT_USAGE)
+        fail("give the prompt either as TEXT or with --file, not both", ExitCode.USAGE)
     if file is not None:
         if str(file) == "-":
             return sys.stdin.read()
         try:
             return file.read_text(encoding="utf-8")
         except FileNotFoundError:
-            fail(f"{file}: no such file", EXIT_USAGE)
+            fail(f"{file}: no such file", ExitCode.USAGE)
         except UnicodeDecodeError:
-            fail(f"{file}: not UTF-8 text; dorch prompts are text", EXIT_USAGE)
+            fail(f"{file}: not UTF-8 text; dorch prompts are text", ExitCode.USAGE)
     if text == "-":
         return sys.stdin.read()
     if text is None:
-        fail("no prompt: give TEXT, --file PATH, or - to read stdin", EXIT_USAGE)
+        fail("no prompt: give TEXT, --file PATH, or - to read stdin", ExitCode.USAGE)
     return text
 
 
@@ -137,7 +127,7 @@ def _print_view(view: TaskView, as_json: bool) -> int:
                 typer.echo(f"--- stderr (tail) ---\n{res.stderr_tail}", err=True)
         elif res is None:
             typer.echo(f"task {view.task.id} {view.state.value}", err=True)
-    return 0 if view.state.value == "succeeded" else EXIT_FAILED
+    return ExitCode.OK if view.state.value == "succeeded" else ExitCode.FAILED
 
 
 @app.command()
@@ -195,7 +185,7 @@ def submit(
             typer.echo(task_id)
         return
     if view is None:
-        fail(f"task {task_id}: no result within {timeout} s (it stays queued)", EXIT_FAILED)
+        fail(f"task {task_id}: no result within {timeout} s (it stays queued)", ExitCode.FAILED)
     raise typer.Exit(_print_view(view, as_json))
 
 
@@ -227,7 +217,7 @@ def worker(
         cfg = load_config(config)
     except ConfigError as exc:
         typer.echo(f"dorch worker: configuration error: {exc}", err=True)
-        raise typer.Exit(78) from None
+        raise typer.Exit(exc.exit_code) from None
     from dorch.runtime.worker import run_worker
 
     raise typer.Exit(run_worker(cfg, instance))
@@ -329,7 +319,7 @@ def status(
     else:
         typer.echo(_status_text(st))
     if st.error:
-        raise typer.Exit(EXIT_TEMPFAIL)
+        raise typer.Exit(ExitCode.TEMPFAIL)
 
 
 def _status_dict(cfg: Config, st: Status) -> dict[str, Any]:
@@ -406,10 +396,10 @@ def result(
     view = _run(_with_bus(cfg, go))
     if view is None:
         if wait and timeout is not None:
-            fail(f"task {task_id}: not finished within {timeout} s", EXIT_FAILED)
-        fail(f"no task with id {task_id!r}; `dorch status` lists recent ones", EXIT_FAILED)
+            fail(f"task {task_id}: not finished within {timeout} s", ExitCode.FAILED)
+        fail(f"no task with id {task_id!r}; `dorch status` lists recent ones", ExitCode.FAILED)
     if not view.state.finished and not as_json:
-        fail(f"task {task_id} is {view.state.value}; use --wait to wait for it", EXIT_FAILED)
+        fail(f"task {task_id} is {view.state.value}; use --wait to wait for it", ExitCode.FAILED)
     raise typer.Exit(_print_view(view, as_json))
 
 
@@ -426,7 +416,7 @@ def cancel(
         return await bus.cancel(task_id)
 
     if not _run(_with_bus(cfg, go)):
-        fail(f"task {task_id} cannot be cancelled (unknown or already finished)", EXIT_FAILED)
+        fail(f"task {task_id} cannot be cancelled (unknown or already finished)", ExitCode.FAILED)
     typer.echo(f"task {task_id}: cancel requested")
 
 
@@ -440,7 +430,7 @@ def queue_clear(
     cfg = load_config(config)
     if not yes:
         if not sys.stdin.isatty():
-            fail("refusing to clear the queue without confirmation: add --yes", EXIT_USAGE)
+            fail("refusing to clear the queue without confirmation: add --yes", ExitCode.USAGE)
         typer.confirm("Remove every queued task?", abort=True)
 
     async def go(bus: Bus) -> int:
@@ -460,7 +450,7 @@ def stop(
     try:
         typer.echo(stopper.stop_local_workers(timeout))
     except (stopper.NothingToStop, TimeoutError) as exc:
-        fail(str(exc), EXIT_FAILED)
+        fail(str(exc), ExitCode.FAILED)
 
 
 @config_app.command("show")

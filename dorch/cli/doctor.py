@@ -7,18 +7,8 @@ from typing import Any
 
 import typer
 
-from dorch.cli import (
-    EXIT_CONFIG,
-    EXIT_FAILED,
-    EXIT_TEMPFAIL,
-    ConfigOption,
-    JsonOption,
-    app,
-    fail,
-    handles_errors,
-    load_config,
-    print_json,
-)
+from dorch.cli import ConfigOption, JsonOption, app, fail, handles_errors, load_config, print_json
+from dorch.errors import ExitCode
 
 
 def _token(name: str) -> str:
@@ -62,7 +52,7 @@ def doctor(config: ConfigOption = None, json_out: JsonOption = False) -> None:
     try:
         checks = asyncio.run(diagnose(cfg, token))
     except DiscordError as exc:
-        fail(str(exc), int(getattr(exc, "exit_code", EXIT_TEMPFAIL)))
+        fail(str(exc), exc.exit_code)
     ok = all(c.ok for c in checks)
     if json_out:
         print_json({"bus": "discord", "ok": ok, "checks": [c.as_dict() for c in checks],
@@ -78,5 +68,5 @@ def doctor(config: ConfigOption = None, json_out: JsonOption = False) -> None:
         typer.echo(("all checks passed" if ok else f"{failed} check(s) failed")
                    + (f", {warned} warning(s)" if warned else ""))
     if not ok:
-        raise typer.Exit(EXIT_CONFIG if checks[0].name == "token" and not checks[0].ok
-                         else EXIT_FAILED)
+        raise typer.Exit(ExitCode.CONFIG if checks[0].name == "token" and not checks[0].ok
+                         else ExitCode.FAILED)

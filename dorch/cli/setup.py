@@ -17,8 +17,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from dorch.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_USAGE, app, fail, handles_errors
+from dorch.cli import app, fail, handles_errors
 from dorch.cli.answers import QUESTIONS, Answers
+from dorch.errors import ExitCode
 
 T = TypeVar("T")
 
@@ -57,7 +58,7 @@ def _given(flag: str, raw: str | None, parse: Callable[[str], T]) -> T | None:
     try:
         return parse(raw)
     except ValueError as exc:
-        fail(f"{flag}: {exc}", EXIT_USAGE)
+        fail(f"{flag}: {exc}", ExitCode.USAGE)
 
 
 @app.command()
@@ -122,9 +123,9 @@ def setup(
 
     target = (path or paths.config_dir() / "config.toml").expanduser()
     if target.exists() and not force:
-        fail(f"{target} exists; --force replaces it (or --path writes elsewhere)", EXIT_FAILED)
+        fail(f"{target} exists; --force replaces it (or --path writes elsewhere)", ExitCode.FAILED)
     if token_stdin and no_token:
-        fail("--token-stdin and --no-token exclude each other", EXIT_USAGE)
+        fail("--token-stdin and --no-token exclude each other", ExitCode.USAGE)
     session = _Session(interactive=sys.stdin.isatty() and not token_stdin, yes=yes)
 
     a = Answers(
@@ -146,7 +147,7 @@ def setup(
         _ask_all(session, a)
     a.fill_defaults()
     for problem in logic.problems(a):
-        fail(problem, EXIT_USAGE)
+        fail(problem, ExitCode.USAGE)
     for warning in logic.warnings(a):
         typer.echo(f"warning: {warning}", err=True)
 
@@ -161,7 +162,7 @@ def setup(
     text = logic.render(a)
     typer.echo(f"\n{target}:\n\n{text}")
     if session.interactive and not session.confirm("Write it?", default=True):
-        fail("nothing written", EXIT_FAILED)
+        fail("nothing written", ExitCode.FAILED)
     if store and token is not None:
         _store_token(a.token_name or logic.DEFAULT_TOKEN_NAME, token)
     _write(target, text)
@@ -186,7 +187,7 @@ def _require_flags(a: Answers, token_decided: bool) -> None:
             missing.append("--token-stdin (or --no-token)")
     if missing:
         fail("no terminal to ask on, and these answers are missing: " + " ".join(missing)
-             + "\n(dorch setup --help describes each; run it on a terminal to be asked)", EXIT_USAGE)
+             + "\n(dorch setup --help describes each; run it on a terminal to be asked)", ExitCode.USAGE)
 
 
 def _ask_all(session: _Session, a: Answers) -> None:
@@ -231,12 +232,12 @@ def _token(session: _Session, a: Answers, from_stdin: bool, no_token: bool) -> t
     except KeyringUnavailable as exc:
         fail(f"cannot store the bot token in the keyring: {exc}.\nOn a server: rerun with "
              f"--no-token, then `sudo dorch token set {name} --systemd`. On a desktop: install and "
-             "unlock a Secret Service (GNOME Keyring, KWallet).", EXIT_CONFIG)
+             "unlock a Secret Service (GNOME Keyring, KWallet).", ExitCode.CONFIG)
     while True:
         if from_stdin:
             token = sys.stdin.read().strip()
             if not token:
-                fail("--token-stdin: nothing on stdin", EXIT_USAGE)
+                fail("--token-stdin: nothing on stdin", ExitCode.USAGE)
         else:
             token = session.secret("Bot token (Developer Portal -> your application -> Bot; "
                                    "not shown)")
@@ -248,7 +249,7 @@ def _token(session: _Session, a: Answers, from_stdin: bool, no_token: bool) -> t
         if session.confirm("Use it anyway?", default=False):
             return token, True
         if not session.interactive:
-            fail("--token-stdin: not a Discord bot token (--yes stores it anyway)", EXIT_USAGE)
+            fail("--token-stdin: not a Discord bot token (--yes stores it anyway)", ExitCode.USAGE)
 
 
 def _live_check(session: _Session, config: Any, token: str) -> None:
@@ -276,7 +277,7 @@ def _live_check(session: _Session, config: Any, token: str) -> None:
         return
     if not session.confirm("The live check failed. Write the config anyway?", default=False):
         fail("the live check failed; nothing written (fix the above, or --yes to write anyway, "
-             "--no-check to skip the check)", EXIT_CONFIG)
+             "--no-check to skip the check)", ExitCode.CONFIG)
 
 
 def _store_token(name: str, token: str) -> None:

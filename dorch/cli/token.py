@@ -15,8 +15,9 @@ from typing import Annotated, Any
 
 import typer
 
-from dorch.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_USAGE, JsonOption, app, fail, handles_errors, print_json
+from dorch.cli import JsonOption, app, fail, handles_errors, print_json
 from dorch.credstore import UNIT_DIR, Layout
+from dorch.errors import ExitCode
 from dorch.secrets import CREDSTORE, KeyringUnavailable
 
 token_app = typer.Typer(
@@ -47,7 +48,7 @@ def _read_value(name: str, from_stdin: bool) -> str:
         value = sys.stdin.read().strip()
         if not value:
             fail(f"no value for {name!r} on stdin (pipe it in, or run on a terminal to be asked)",
-                 EXIT_USAGE)
+                 ExitCode.USAGE)
         return value
     value = typer.prompt(f"Value of {name} (not shown)", hide_input=True,
                          confirmation_prompt=True, err=True)
@@ -100,9 +101,9 @@ def set_(
     check_name(name)
     if source not in (None, "-"):
         fail("a secret is never given on the command line (ps and shell history would keep it): "
-             f"pipe it (`... | dorch token set {name} -`) or let dorch ask for it", EXIT_USAGE)
+             f"pipe it (`... | dorch token set {name} -`) or let dorch ask for it", ExitCode.USAGE)
     if (instance or write_dropin) and not systemd:
-        fail("--instance and --write-dropin go with --systemd", EXIT_USAGE)
+        fail("--instance and --write-dropin go with --systemd", ExitCode.USAGE)
     if systemd:
         from dorch import credstore as cs
 
@@ -138,7 +139,7 @@ def set_(
              f"On a server, store it as an encrypted systemd credential: "
              f"sudo dorch token set {name} --systemd\n"
              "On a desktop, install and unlock a Secret Service (GNOME Keyring, KWallet), "
-             "then try again.", EXIT_CONFIG)
+             "then try again.", ExitCode.CONFIG)
     typer.echo(f"stored {name!r} in the keyring ({backend}, service \"dorch\")")
     if _is_agent_secret(name):
         typer.echo(f"the agent gets it as ${name} once the config lists it: "
@@ -171,7 +172,7 @@ def get(
         else:
             typer.echo(not_found_message(name, places) + ("\n" + sealed_note if sealed else ""),
                        err=True)
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(ExitCode.FAILED)
     used, shadowed = found[0], found[1:]
     value = used.value or ""
     problems = discord_token_problems(value)
@@ -221,7 +222,7 @@ def delete(
 
     check_name(name)
     if instance and not systemd:
-        fail("--instance goes with --systemd", EXIT_USAGE)
+        fail("--instance goes with --systemd", ExitCode.USAGE)
     if systemd:
         from dorch import credstore as cs
 
@@ -236,7 +237,7 @@ def delete(
     try:
         gone = keyring_delete(name)
     except KeyringUnavailable as exc:
-        fail(f"cannot reach the keyring: {exc}", EXIT_CONFIG)
+        fail(f"cannot reach the keyring: {exc}", ExitCode.CONFIG)
     if not gone:
         fail(f"{name!r} is not in the keyring (nothing removed)")
     typer.echo(f"removed {name!r} from the keyring")
