@@ -22,7 +22,7 @@ from dorch_emulator.snowflake import time_ms
 from dorch_emulator.state import ApiError
 
 from dorch.bus.discord import formats
-from dorch.cli import EXIT_TEMPFAIL
+from dorch.errors import ExitCode
 from dorch.model import State
 from tests.bus.discord.conftest import TOKEN_ENV, World, executed_prompts, reactions, world_config
 from tests.support.helpers import DORCH
@@ -163,7 +163,7 @@ def dorch(env: dict[str, str], *args: str) -> tuple[str, str, int]:
     for _ in range(3):
         done = subprocess.run([DORCH, *args], env=env, capture_output=True, text=True, timeout=300,
                               check=False)
-        if done.returncode != EXIT_TEMPFAIL:
+        if done.returncode != ExitCode.TEMPFAIL:
             break
     return done.stdout, done.stderr, done.returncode
 
@@ -268,7 +268,7 @@ def test_a_hostile_server_cannot_forge_squat_or_lose_a_task(make_world: Any) -> 
         found = re.search(r"task (\d+|outbox-\d+) queued", err)  # outbox-N: spooled, Discord unreached
         assert found, (i, err)
         ids[i] = found.group(1)
-        if code == EXIT_TEMPFAIL:  # Discord could not be reached at the time: what a user retries
+        if code == ExitCode.TEMPFAIL:  # Discord could not be reached at the time: what a user retries
             answers[i] = dorch(env, "result", ids[i], "--wait", "--timeout", "120")
     with ThreadPoolExecutor(10) as pool:  # `dorch result` of every task, ten at a time
         results = dict(zip(range(TASKS), pool.map(lambda i: dorch(env, "result", ids[i]), range(TASKS)),
