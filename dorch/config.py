@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import json
 import logging
+import math
 import os
+import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,7 +38,6 @@ class Key:
     type: type | tuple[type, ...]
     default: Any
     env: str | None = None
-    secret: bool = False
     choices: tuple[str, ...] | None = None
     help: str = ""
 
@@ -139,10 +141,6 @@ class Config:
     values: dict[str, dict[str, Any]]
     sources: dict[str, str]
     file: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def get(self, section: str, key: str) -> Any:
-        return self.values[section][key]
 
     @property
     def bus_kind(self) -> str:
@@ -163,15 +161,6 @@ class Config:
     def local_path(self) -> Path:
         raw = self.values["local"]["path"]
         return Path(raw).expanduser() if raw else paths.default_queue()
-
-    def redacted(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for section, keys in self.values.items():
-            spec = SCHEMA.get(section, {})
-            out[section] = {
-                k: ("***" if k in spec and spec[k].secret and v else v) for k, v in keys.items()
-            }
-        return out
 
 
 def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -420,3 +409,36 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# -- writing TOML -----------------------------------------------------------------------------
+# The standard library reads TOML (tomllib) but does not write it. dorch writes TOML only as
+# configuration (the file `dorch setup` writes, the listing `dorch config show` prints), so the
+# one writer lives here beside the reader; the layout (tables, comments) is the caller's.
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def toml_value(value: Any) -> str:
+    """VALUE written so that tomllib reads it back equal: a string, number, bool, a list of
+    them, or a dict (an inline table)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):  # JSON's escapes are TOML's; TOML also wants DEL escaped
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(toml_value, value)) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"TOML has no value for {type(value).__name__} {value!r}")
+
+
+def toml_key(key: str) -> str:
+    """KEY bare where TOML allows it, else quoted (a model name may hold '/' or '.')."""
+    return key if _BARE_KEY.fullmatch(key) else toml_value(key)

@@ -130,7 +130,7 @@ def test_a_service_ignores_planted_user_and_env_configs(tmp_path: Path,
     monkeypatch.setattr(config, "SYSTEM_CONFIG", system)
     monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef")
     cfg = config.load()
-    assert cfg.file == system and cfg.get("executor", "kind") == "echo"
+    assert cfg.file == system and cfg.values["executor"]["kind"] == "echo"
     system.unlink()
     assert config.load().file is None  # built-in defaults, still not the planted file
     pinned = write(tmp_path / "pinned.toml", '[executor]\nkind = "echo"\n')
@@ -193,3 +193,71 @@ def test_allow_insecure_http_overrides_with_a_warning(tmp_path: Path,
     with caplog.at_level(logging.WARNING, logger="dorch.config"):
         assert config.load(path).discord["api_base"] == "http://proxy.lan/api/v10"
     assert "unencrypted" in caplog.text
+
+
+# -- writing TOML (`dorch setup`, `dorch config show`) -------------------------------------------
+
+TRICKY = ['say "hi"', "back\\slash C:\\temp", "two\nlines\r\n", "tab\tbell\x07del\x7fnul\x00",
+          "ünïcødé 🚀 日本", "'single' '''triple'''", "", "#not a comment", "[not] = a table"]
+
+
+def test_what_the_toml_writer_writes_reads_back_the_same() -> None:
+    import math
+    import tomllib
+
+    doc = {
+        "strings": {"plain": "x", **{f"s{i}": s for i, s in enumerate(TRICKY)}},
+        "numbers": {"int": 42, "negative": -7, "big": 2**63 - 1, "zero": 0, "float": 0.1,
+                    "whole": 5.0, "tiny": 1e-07, "huge": 1.5e300, "inf": math.inf,
+                    "ninf": -math.inf},
+        "bools": {"yes": True, "no": False},
+        "lists": {"empty": [], "ints": [1, 2, 3], "strings": TRICKY, "nested": [[1, 2], ["a"]],
+                  "tables": [{"a": 1}, {"b": "two"}]},
+        "tables": {"empty": {}, "inline": {"input": 2.5, "output": 10},
+                   "nested": {"deeper": {"deepest": ["x", True]}},
+                   "keys": {"anthropic/claude-sonnet-4.5": 1, "with space": 2, "ü": 3, "": 4,
+                            'quote"d': 5, "bare_key-1": 6}},
+    }
+    text = "\n".join(f"[{section}]\n" + "\n".join(
+        f"{config.toml_key(k)} = {config.toml_value(v)}" for k, v in keys.items()) + "\n"
+        for section, keys in doc.items())
+    assert tomllib.loads(text) == doc
+    assert math.isnan(tomllib.loads(f"x = {config.toml_value(math.nan)}")["x"])
+    with pytest.raises(TypeError, match="TOML has no value"):
+        config.toml_value(None)
+
+
+def test_config_show_prints_toml_that_reads_back_as_the_effective_values(tmp_path: Path) -> None:
+    """`dorch config show > my.toml` is a config: a model alias with a dot, a price for a model
+    named with a slash and an argv with any character all read back as they were."""
+    import json
+    import tomllib
+
+    from tests.support.helpers import DORCH
+
+    argv = ["/bin/echo", *TRICKY[:5]]
+    argv_toml = json.dumps(argv, ensure_ascii=False).replace(chr(0x7f), "\\u007f")
+    path = tmp_path / "c.toml"
+    path.write_text(f"""
+[executor.command]
+argv = {argv_toml}
+
+[models]
+"sonnet-4.5" = "anthropic/claude-sonnet-4-5"
+
+[prices]
+"anthropic/claude-sonnet-4-5" = {{ input = 3, output = 15 }}
+""", encoding="utf-8")
+    show = [DORCH, "--config", str(path), "config", "show"]
+    text = subprocess.run(show, capture_output=True, text=True, timeout=60, check=True).stdout
+    values = json.loads(subprocess.run([*show, "--json"], capture_output=True, text=True,
+                                       timeout=60, check=True).stdout)["values"]
+    shown = tomllib.loads(text)
+    for dotted, keys in values.items():
+        table = shown
+        for part in dotted.split("."):
+            table = table.get(part, {})
+        assert {k: v for k, v in table.items() if k in keys} == keys, dotted
+    assert shown["executor"]["command"]["argv"] == argv
+    assert shown["models"] == {"sonnet-4.5": "anthropic/claude-sonnet-4-5"}
+    assert shown["prices"] == {"anthropic/claude-sonnet-4-5": {"input": 3, "output": 15}}

@@ -112,14 +112,26 @@ def handles_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# The order `dorch --help` lists the commands in: the way a user meets them, not the modules'.
+HELP_ORDER = ("submit", "worker", "up", "status", "watch", "result", "cancel", "stop", "demo",
+              "doctor", "emulator", "setup", "queue", "config", "token")
+
+
 def _register() -> None:
     from dorch.cli import (
+        config,  # noqa: F401  (dorch config show)
         core,  # noqa: F401  (submit, worker, up, status, result, ...)
         doctor,  # noqa: F401  (dorch doctor)
         emulator,  # noqa: F401  (dorch emulator)
         setup,  # noqa: F401  (dorch setup)
         token,  # noqa: F401  (dorch token set|get|delete)
     )
+
+    def place(name: str | None) -> int:
+        return HELP_ORDER.index(name) if name in HELP_ORDER else len(HELP_ORDER)
+
+    app.registered_commands.sort(key=lambda c: place(c.name or getattr(c.callback, "__name__", "")))
+    app.registered_groups.sort(key=lambda g: place(g.name))
 
 
 def main() -> None:

@@ -6,13 +6,12 @@ decided without a terminal lives here, so scripts and tests get the same checks.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dorch.config import DEFAULT_API_BASE, Config, build
+from dorch.config import DEFAULT_API_BASE, Config, build, toml_key, toml_value
 
 DEFAULT_TOKEN_NAME = "discord-token"
 BUS_KINDS = ("local", "discord")
@@ -170,16 +169,6 @@ def render(answers: Answers) -> str:
             comment = ""
             if key == "token":
                 comment = "  # the NAME of the secret (keyring or systemd credential), not the token"
-            lines.append(f"{key} = {_toml_value(value)}{comment}")
+            lines.append(f"{toml_key(key)} = {toml_value(value)}{comment}")
         lines.append("")
     return "\n".join(lines)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value), ensure_ascii=False)  # a valid TOML basic string

@@ -22,9 +22,7 @@ if TYPE_CHECKING:
     from dorch.model import Status, TaskView
 
 queue_app = typer.Typer(help="Manage the queue of waiting tasks.", no_args_is_help=True)
-config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(queue_app, name="queue")
-app.add_typer(config_app, name="config")
 
 
 def _run(coro: Any) -> Any:
@@ -451,36 +449,6 @@ def stop(
         typer.echo(stopper.stop_local_workers(timeout))
     except (stopper.NothingToStop, TimeoutError) as exc:
         fail(str(exc), ExitCode.FAILED)
-
-
-@config_app.command("show")
-@handles_errors
-def config_show(as_json: JsonOption = False, config: ConfigOption = None) -> None:
-    """Print the effective configuration (secrets redacted) and where each value came from."""
-    cfg = load_config(config)
-    values = cfg.redacted()
-    if as_json:
-        print_json({"file": str(cfg.file) if cfg.file else None, "values": values,
-                    "sources": cfg.sources})
-        return
-    typer.echo(f"# config file: {cfg.file or 'none found (built-in defaults)'}")
-    for section, keys in values.items():
-        if not keys:
-            continue
-        typer.echo(f"\n[{section}]")
-        for key, value in keys.items():
-            src = cfg.sources.get(f"{section}.{key}", "")
-            typer.echo(f"{key} = {_toml_value(value)}  # {src}")
-
-
-def _toml_value(value: Any) -> str:
-    import json
-
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value, ensure_ascii=False)
 
 
 @app.command()
