@@ -245,7 +245,9 @@ class DiscordBus:
 
     wait_interval = 2.0  # s between looks of `dorch submit --wait` (two GETs each)
 
-    def __init__(self, config: Config, client: DiscordClient | None = None) -> None:
+    def __init__(self, config: Config, client: DiscordClient | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        """CLOCK: the wall clock of every lease, age and grace decision (tests inject one)."""
         d = config.discord
         self.guild = int(d["guild_id"])
         self.task_channel = int(d["task_channel"])
@@ -257,13 +259,14 @@ class DiscordBus:
         self.max_attempts = int(config.worker["max_attempts"])
         self.lease = float(config.worker["lease_seconds"])
         self.host = socket.gethostname()
+        self.clock = clock
         state_dir = paths.private_dir() / "discord"
         if client is None:
             client = DiscordClient.from_config(config, _token(config), state_dir=state_dir)
         self.client = client
         self._token_id = client.token_id
         self.state = SharedState(state_dir / f"bus-{self.task_channel}.json")
-        self.outbox = Outbox(paths.private_dir() / "outbox.sqlite3")
+        self.outbox = Outbox(paths.private_dir() / "outbox.sqlite3", clock)
         self.board = Board(client, self.pool_channel, self.guild, self.task_channel)
         self._me: int | None = None
         self._fleet_cache: trust.Fleet | None = None
@@ -319,7 +322,7 @@ class DiscordBus:
         except errors.DiscordError as exc:
             if isinstance(exc, _UNREACHABLE):
                 with self.state.locked() as doc:
-                    doc["unreachable_at"] = time.time()
+                    doc["unreachable_at"] = self.clock()
             raise BusError(f"{doing}: {exc}") from None
 
     # -- small helpers -----------------------------------------------------------------------
@@ -356,7 +359,7 @@ class DiscordBus:
         """Whether UID holds one of allowed_roles (roles cached ROLE_TTL on the host)."""
         if not self.allowed_roles:
             return False
-        now = time.time()
+        now = self.clock()
         with self.state.locked() as doc:
             cached = (doc.get("roles") or {}).get(str(uid))
         if not (isinstance(cached, list) and len(cached) == 2 and now - cached[1] < ROLE_TTL):
@@ -390,7 +393,7 @@ class DiscordBus:
     async def _preflight(self) -> None:
         """Once an hour per host and token, the checks of ``dorch doctor``: a bot that cannot
         read #task-queue (or lacks the intent) would otherwise see an empty queue forever."""
-        now = time.time()
+        now = self.clock()
         with self.state.locked() as doc:
             passed = (doc.get("preflight") or {}).get(self._token_id, 0)
         if now - passed < PREFLIGHT_TTL:
@@ -572,7 +575,7 @@ class DiscordBus:
         waiting = [e.id for e in seen if e.kind in _PENDING]
         # just before the oldest waiting task, else after everything seen
         new = min(waiting) - 1 if waiting else (seen[-1].id if seen else start)
-        new = min(new, _snowflake_at(time.time() - CURSOR_MARGIN))
+        new = min(new, _snowflake_at(self.clock() - CURSOR_MARGIN))
         with self.state.locked() as doc:
             if new > int(doc.get("cursor") or 0):
                 doc["cursor"] = new
@@ -685,7 +688,7 @@ class DiscordBus:
         body = formats.split_header(content)[0]
         fleet = await self._fleet()
         recent = await self.client.list_messages(
-            self.task_channel, before=_snowflake_at(time.time() + 60), limit=PAGE)
+            self.task_channel, before=_snowflake_at(self.clock() + 60), limit=PAGE)
         for m in recent:
             head, _, rest = (m.get("content") or "").partition("\n")
             if m["id"] != posted and fleet.wrote(m) and " · squatted " in head and rest == body \
@@ -951,7 +954,7 @@ class DiscordBus:
         me = f"{worker}:{os.getpid()}"
         deadline = time.monotonic() + TURN_PATIENCE
         while True:
-            now = time.time()
+            now = self.clock()
             with self.state.locked() as doc:
                 turns: dict[str, list[Any]] = doc.setdefault("turns", {})
                 holder = turns.get(self._token_id)
@@ -992,7 +995,7 @@ class DiscordBus:
         except (_Rejected, TaskError) as exc:
             await self._reject(msg, str(exc))
             return None
-        until = time.time() + lease
+        until = self.clock() + lease
         receipt = await self.client.create_message(
             mid, formats.receipt_text(worker, self.host, attempt, self.max_attempts, until))
         try:
@@ -1033,7 +1036,7 @@ class DiscordBus:
         tid = claim.task.id
         with self._errors(f"renewing the lease of task {tid}"):
             text = formats.receipt_text(claim.worker, self.host, claim.task.attempt,
-                                        self.max_attempts, time.time() + lease_seconds)
+                                        self.max_attempts, self.clock() + lease_seconds)
             try:
                 await self.client.edit_message(tid, claim.token, text)
                 msg = await self.client.get_message(self.task_channel, tid)
@@ -1108,7 +1111,7 @@ class DiscordBus:
             await self._preflight()
             await self._drain()
             entries = await self._poll()
-            settled = time.time() - SQUAT_SETTLE
+            settled = self.clock() - SQUAT_SETTLE
             squatted = [e for e in entries if e.kind == "squatted" and (
                 not (e.msg.get("author") or {}).get("bot")
                 or trust.epoch(e.msg.get("timestamp")) < settled)][:SQUATS_PER_ROUND]
@@ -1116,7 +1119,7 @@ class DiscordBus:
                 await self._unsquat(entry.msg)
             if squatted:
                 self._fresh = None  # the page changed: the claim polls again
-            now = time.time()
+            now = self.clock()
             with self.state.locked() as doc:
                 back = float(doc.get("unreachable_at") or 0) > float(doc.get("reachable_at") or 0)
                 if back:  # the first answer since Discord could not be reached from here
@@ -1210,10 +1213,10 @@ class DiscordBus:
 
     async def _check(self, key: str, limit: int) -> int:
         """Look at one running task's thread; requeue it if its lease expired. 1 if requeued."""
-        young = time.time() - max(3 * self.lease, 600.0)
+        young = self.clock() - max(3 * self.lease, 600.0)
         if any(i.kind == "result" and i.payload.get("task") == key and i.created > young
                for i in self.outbox.pending()):
-            self._schedule(key, time.time() + self.lease)  # its result waits here: no reaping
+            self._schedule(key, self.clock() + self.lease)  # its result waits here: no reaping
             return 0
         try:
             notes = await self.client.list_messages(key, after=0, limit=50)
@@ -1238,7 +1241,7 @@ class DiscordBus:
             return 0
         receipts = [(m, r) for m in notes if fleet.owner_wrote(m, thread)
                     and (r := formats.parse_receipt(m.get("content") or ""))]
-        now = time.time()
+        now = self.clock()
         if receipts:
             receipt_msg, receipt = receipts[-1]
             until = trust.lease_cap(receipt.lease_until, receipt_msg, self.lease, now)
@@ -1532,7 +1535,7 @@ class DiscordBus:
                 continue
             reaped = msg is None or any(_reaction(msg, mark) for mark in
                                         (formats.REQUEUED, formats.DEAD))
-            if reaped or time.time() - holder.updated_at > self.lease + REAP_GRACE:
+            if reaped or self.clock() - holder.updated_at > self.lease + REAP_GRACE:
                 holder.state = WorkerState.LOST
         counts["running"] = len(running)
         for state, *_ in done:
@@ -1607,7 +1610,7 @@ class DiscordBus:
                 cursor = _msg_id(batch[-1])
                 if len(batch) < PAGE:
                     break
-            young_after = _snowflake_at(time.time() - 14 * 86400 + 3600)
+            young_after = _snowflake_at(self.clock() - 14 * 86400 + 3600)
             young = [m for m in waiting if m > young_after]
             old = [m for m in waiting if m <= young_after]
             for start in range(0, len(young), 100):
