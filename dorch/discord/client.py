@@ -7,13 +7,16 @@ Every request waits for a reservation in its rate-limit bucket (``ratelimit``), 
 this host is close to Discord's invalid-request ban (``invalid_requests``), is retried on 429
 (after ``retry_after``), on 5xx and on connection errors (exponential backoff with jitter, at most
 ``max_tries`` tries), and never on other 4xx: those raise the typed errors of ``errors``. Methods
-return Discord's JSON as plain dicts and lists.
+return Discord's JSON as plain dicts and lists, typed by ``dorch.discord.types``.
 
 Every message dorch creates suppresses mentions (``allowed_mentions: {"parse": []}``) and
 carries a ``nonce`` with ``enforce_nonce``, the same on every retry, so a post whose answer was
 lost is not duplicated; pass the outbox item's nonce to extend that over process restarts.
-The token is only ever sent in the Authorization header; it is registered with ``dorch.log``
-so no log line shows it, and no exception or repr carries it.
+The token is only ever sent in the Authorization header; ``on_secret`` is given it (dorch
+registers it with its log redaction), and no exception or repr carries it.
+
+A leaf: it knows nothing of dorch's configuration, paths, logging or outbox; the bus adapts
+those (``dorch.bus.discord.connect``).
 """
 
 from __future__ import annotations
@@ -24,28 +27,26 @@ import json
 import logging
 import os
 import random
+import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from dorch import __version__
-from dorch.config import DEFAULT_API_BASE
 from dorch.discord import errors
 from dorch.discord.content import MAX_CONTENT, File
 from dorch.discord.invalid_requests import DEFAULT_LIMIT, InvalidRequestCounter
 from dorch.discord.ratelimit import RateLimiter, RateLimitInfo
 from dorch.discord.tls import aiohttp  # aiohttp itself, its CA bundle loaded on demand
-from dorch.log import register_secret
+from dorch.discord.types import Channel, Member, Message, User
 from dorch.shared_state import SharedState
-
-if TYPE_CHECKING:
-    from dorch.config import Config
 
 log = logging.getLogger(__name__)
 
+API_BASE = "https://discord.com/api/v10"
 USER_AGENT = f"DiscordBot (https://github.com/dorch/dorch, {__version__})"
 NO_MENTIONS: dict[str, Any] = {"parse": []}
 MAX_NONCE = 25
@@ -82,9 +83,7 @@ class _Secret:
 
 def new_nonce() -> str:
     """A fresh nonce (at most 25 characters), unique across hosts and processes."""
-    from dorch.bus.discord.outbox import new_nonce as outbox_nonce
-
-    return outbox_nonce()
+    return f"{os.getpid() % 1000:03d}{secrets.token_hex(10)}"[:25]
 
 
 def _attachments(files: Sequence[File]) -> list[dict[str, Any]]:
@@ -105,16 +104,19 @@ class DiscordClient:
     """Discord's REST API for one bot token. Use ``async with`` or call ``aclose()``.
 
     ``state_dir``: where the rate-limit and invalid-request state shared with the host's other
-    dorch processes lives (default: the private dir's ``discord/``); ``shared=False`` keeps it in
-    this process. ``global_limit``/``global_per``: the token's global limit (Discord: 50/s).
+    processes lives (None or ``shared=False``: in this process only). ``nonce``: makes the
+    nonce of a post given none. ``on_secret``: called with the token, e.g. to keep it out of
+    logs. ``global_limit``/``global_per``: the token's global limit (Discord: 50/s).
     ``invalid_limit``: invalid requests per 10 minutes per host at which the client refuses
     to send (it slows down from half of it). ``max_wait``: the longest rate-limit wait before a
     request raises ``RateLimited`` instead. ``retry_base``: the first backoff on 5xx/connection
     errors, doubled on every try (with jitter), capped at ``max_backoff``.
     """
 
-    def __init__(self, token: str, *, api_base: str = DEFAULT_API_BASE,
+    def __init__(self, token: str, *, api_base: str = API_BASE,
                  state_dir: str | os.PathLike[str] | None = None, shared: bool = True,
+                 nonce: Callable[[], str] = new_nonce,
+                 on_secret: Callable[[str], object] | None = None,
                  timeout: float = 30.0, max_tries: int = 5, max_wait: float = 120.0,
                  retry_base: float = 1.0, max_backoff: float = 30.0, global_limit: int = 50,
                  global_per: float = 1.0, invalid_limit: int = DEFAULT_LIMIT,
@@ -124,7 +126,9 @@ class DiscordClient:
             raise errors.Unauthorized(401, 0, "no bot token given")
         if token.lower().startswith("bot "):
             token = token[4:].strip()
-        register_secret(token)
+        if on_secret is not None:
+            on_secret(token)
+        self._nonce = nonce
         self._auth = _Secret(f"Bot {token}")
         self.api_base = api_base.rstrip("/")
         self.timeout = timeout
@@ -135,10 +139,6 @@ class DiscordClient:
         self.resent = 0  # requests sent again after an attempt that may have reached Discord
         self.user_agent = user_agent
         directory = Path(state_dir) if state_dir is not None else None
-        if shared and directory is None:
-            from dorch import paths
-
-            directory = paths.private_dir() / "discord"
         # per token (by a hash: the file name must not reveal it) and per host
         token_id = hashlib.sha256(token.encode()).hexdigest()[:16]
         self.token_id = token_id  # names this token in shared files without revealing it
@@ -150,17 +150,7 @@ class DiscordClient:
                                    global_per=global_per)
         self.invalid = InvalidRequestCounter(self._host_state, limit=invalid_limit)
         self._session: aiohttp.ClientSession | None = None
-        self._me: dict[str, Any] | None = None
-
-    @classmethod
-    def from_config(cls, config: Config, token: str, **kwargs: Any) -> DiscordClient:
-        """A client for CONFIG's ``[discord]`` section (``api_base``, optional
-        ``invalid_request_limit``)."""
-        section = config.discord
-        kwargs.setdefault("api_base", section.get("api_base") or DEFAULT_API_BASE)
-        if section.get("invalid_request_limit"):
-            kwargs.setdefault("invalid_limit", int(section["invalid_request_limit"]))
-        return cls(token, **kwargs)
+        self._me: User | None = None
 
     def __repr__(self) -> str:
         return f"<DiscordClient api_base={self.api_base!r} token=***>"
@@ -339,7 +329,7 @@ class DiscordClient:
 
     # -- users and applications ----------------------------------------------------------------
 
-    async def me(self) -> dict[str, Any]:
+    async def me(self) -> User:
         """The bot's user (cached after the first call)."""
         if self._me is None:
             self._me = await self.request("GET", "/users/@me")
@@ -361,31 +351,31 @@ class DiscordClient:
                                                           {"guild_id": guild_id})
         return result
 
-    async def get_member(self, guild_id: int | str, user_id: int | str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request(
+    async def get_member(self, guild_id: int | str, user_id: int | str) -> Member:
+        result: Member = await self.request(
             "GET", "/guilds/{guild_id}/members/{user_id}", {"guild_id": guild_id, "user_id": user_id})
         return result
 
     # -- channels and threads ------------------------------------------------------------------
 
-    async def get_channel(self, channel_id: int | str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request("GET", "/channels/{channel_id}",
+    async def get_channel(self, channel_id: int | str) -> Channel:
+        result: Channel = await self.request("GET", "/channels/{channel_id}",
                                                     {"channel_id": channel_id})
         return result
 
-    async def edit_channel(self, channel_id: int | str, **fields: Any) -> dict[str, Any]:
+    async def edit_channel(self, channel_id: int | str, **fields: Any) -> Channel:
         """PATCH a channel or thread (e.g. ``archived=True``, ``name=...``)."""
-        result: dict[str, Any] = await self.request("PATCH", "/channels/{channel_id}",
+        result: Channel = await self.request("PATCH", "/channels/{channel_id}",
                                                     {"channel_id": channel_id}, json_body=fields)
         return result
 
-    async def archive_thread(self, thread_id: int | str, *, locked: bool = False) -> dict[str, Any]:
+    async def archive_thread(self, thread_id: int | str, *, locked: bool = False) -> Channel:
         """Archive a thread (the creator may archive its own); ``locked``: only moderators may
         unarchive it."""
         return await self.edit_channel(thread_id, archived=True, locked=locked)
 
     async def start_thread(self, channel_id: int | str, message_id: int | str, name: str, *,
-                           auto_archive_duration: int = 1440) -> dict[str, Any]:
+                           auto_archive_duration: int = 1440) -> Channel:
         """Start a public thread on a message: dorch's claim. ``ThreadAlreadyExists`` (160004)
         means another bot won; if our own earlier try may have created it (a lost answer), the
         thread is fetched and returned when we own it. NAME is cut to 100 characters."""
@@ -395,7 +385,7 @@ class DiscordClient:
         if len(name) > 100:
             name = name[:99] + "…"
         try:
-            result: dict[str, Any] = await self.request(
+            result: Channel = await self.request(
                 "POST", START_THREAD, {"channel_id": channel_id, "message_id": message_id},
                 json_body={"name": name, "auto_archive_duration": auto_archive_duration})
             return result
@@ -407,24 +397,17 @@ class DiscordClient:
                 return thread
             raise
 
-    async def active_threads(self, guild_id: int | str) -> list[dict[str, Any]]:
-        """The guild's active (unarchived) threads the bot can see."""
-        result = await self.request("GET", "/guilds/{guild_id}/threads/active",
-                                    {"guild_id": guild_id})
-        threads: list[dict[str, Any]] = result.get("threads", []) if isinstance(result, dict) else []
-        return threads
-
     # -- messages ------------------------------------------------------------------------------
 
-    async def get_message(self, channel_id: int | str, message_id: int | str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request(
+    async def get_message(self, channel_id: int | str, message_id: int | str) -> Message:
+        result: Message = await self.request(
             "GET", "/channels/{channel_id}/messages/{message_id}",
             {"channel_id": channel_id, "message_id": message_id})
         return result
 
     async def list_messages(self, channel_id: int | str, *, before: int | str | None = None,
                             after: int | str | None = None, around: int | str | None = None,
-                            limit: int = 50) -> list[dict[str, Any]]:
+                            limit: int = 50) -> list[Message]:
         """Up to LIMIT (1..100) messages, newest first; ``before``/``after``/``around`` exclude
         each other. Ids are k-sorted, not strictly increasing: dedupe by id when paging."""
         if sum(x is not None for x in (before, after, around)) > 1:
@@ -432,48 +415,38 @@ class DiscordClient:
         if not 1 <= limit <= 100:
             raise ValueError("limit must be between 1 and 100")
         query = {"limit": limit, "before": before, "after": after, "around": around}
-        result: list[dict[str, Any]] = await self.request(
+        result: list[Message] = await self.request(
             "GET", "/channels/{channel_id}/messages", {"channel_id": channel_id}, query=query)
         return result
 
     async def create_message(self, channel_id: int | str, content: str = "", *,
-                             nonce: str | int | None = None, files: Sequence[File] = (),
-                             reply_to: int | str | None = None,
-                             embeds: list[dict[str, Any]] | None = None,
-                             flags: int | None = None) -> dict[str, Any]:
+                             nonce: str | int | None = None,
+                             files: Sequence[File] = ()) -> Message:
         """Post a message: mentions suppressed, a nonce enforced (the same on every retry; give
-        the outbox's to dedupe across restarts). CONTENT over 2000 characters is refused: use
-        ``dorch.discord.content.split`` or ``with_attachment``."""
+        the outbox's to dedupe across restarts). CONTENT over 2000 characters is refused: attach the
+        rest as a file."""
         if len(content) > MAX_CONTENT:
             raise ValueError(f"content is {len(content)} characters, Discord allows "
-                             f"{MAX_CONTENT}: split it or attach it (dorch.discord.content)")
-        if not content.strip() and not files and not embeds:
-            raise ValueError("a message needs content, files or embeds")
+                             f"{MAX_CONTENT}: attach the rest as a file")
+        if not content.strip() and not files:
+            raise ValueError("a message needs content or files")
         if len(files) > 10:
             raise ValueError("at most 10 files per message")
-        nonce = new_nonce() if nonce is None else nonce
+        nonce = self._nonce() if nonce is None else nonce
         if isinstance(nonce, str) and not 0 < len(nonce) <= MAX_NONCE:
             raise ValueError(f"a nonce has 1 to {MAX_NONCE} characters")
         payload: dict[str, Any] = {"content": content, "nonce": nonce, "enforce_nonce": True,
                                    "allowed_mentions": dict(NO_MENTIONS)}
-        if reply_to is not None:
-            payload["message_reference"] = {"message_id": str(reply_to),
-                                            "fail_if_not_exists": False}
-            payload["allowed_mentions"]["replied_user"] = False
-        if embeds:
-            payload["embeds"] = embeds
-        if flags is not None:
-            payload["flags"] = flags
         if files:
             payload["attachments"] = _attachments(files)
-        result: dict[str, Any] = await self.request(
+        result: Message = await self.request(
             "POST", "/channels/{channel_id}/messages", {"channel_id": channel_id},
             json_body=payload, files=files)
         return result
 
     async def edit_message(self, channel_id: int | str, message_id: int | str,
                            content: str | None = None, *, files: Sequence[File] = (),
-                           **fields: Any) -> dict[str, Any]:
+                           **fields: Any) -> Message:
         """Edit the bot's own message (mentions stay suppressed). FILES replace its attachments."""
         if content is not None:
             if len(content) > MAX_CONTENT:
@@ -483,7 +456,7 @@ class DiscordClient:
         fields.setdefault("allowed_mentions", dict(NO_MENTIONS))
         if files:
             fields["attachments"] = _attachments(files)
-        result: dict[str, Any] = await self.request(
+        result: Message = await self.request(
             "PATCH", "/channels/{channel_id}/messages/{message_id}",
             {"channel_id": channel_id, "message_id": message_id}, json_body=fields, files=files)
         return result
@@ -510,24 +483,12 @@ class DiscordClient:
         await self.request("PUT", _REACTIONS + "/@me",
                            {"channel_id": channel_id, "message_id": message_id, "emoji": emoji})
 
-    async def remove_own_reaction(self, channel_id: int | str, message_id: int | str,
-                                  emoji: str) -> None:
-        await self.request("DELETE", _REACTIONS + "/@me",
-                           {"channel_id": channel_id, "message_id": message_id, "emoji": emoji})
-
-    async def remove_user_reaction(self, channel_id: int | str, message_id: int | str, emoji: str,
-                                   user_id: int | str) -> None:
-        """Remove another user's reaction (needs MANAGE_MESSAGES)."""
-        await self.request("DELETE", _REACTIONS + "/{user_id}",
-                           {"channel_id": channel_id, "message_id": message_id, "emoji": emoji,
-                            "user_id": user_id})
-
     async def list_reactions(self, channel_id: int | str, message_id: int | str, emoji: str, *,
-                             after: int | str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+                             after: int | str | None = None, limit: int = 100) -> list[User]:
         """Users who reacted with EMOJI, sorted by user id (not by time), LIMIT 1..100."""
         if not 1 <= limit <= 100:
             raise ValueError("limit must be between 1 and 100")
-        result: list[dict[str, Any]] = await self.request(
+        result: list[User] = await self.request(
             "GET", _REACTIONS, {"channel_id": channel_id, "message_id": message_id,
                                      "emoji": emoji},
             query={"after": after, "limit": limit})

@@ -1,9 +1,8 @@
-"""Fitting text into Discord messages (2000 characters each) without losing any of it.
+"""What a message carries (``File``, ``Post``), and the first lines of a long text to show
+inline (``head``) when the whole text goes as a file.
 
-Two ways, for the bus to choose: ``split`` cuts at line boundaries into several messages (a
-code block cut in two is closed at the end of one part and reopened, with its language, at the
-start of the next); ``with_attachment`` sends the whole text as a file with the first lines
-inline. ``fit`` picks: one message if it fits, a few split parts, else the attachment.
+``head`` cuts at a line boundary (a longer line at a space, else anywhere), and a code block
+left open is closed, so the preview renders as the text would. Linear in what it reads.
 """
 
 from __future__ import annotations
@@ -70,15 +69,11 @@ def _lines(text: str) -> Iterator[str]:
         yield text[pos:]
 
 
-def split(text: str, limit: int = MAX_CONTENT) -> list[str]:
-    """TEXT in parts of at most LIMIT characters, cut at line boundaries (a longer line at a
-    space, else anywhere). Code blocks stay valid in every part. Only whitespace-only parts
-    are dropped (Discord refuses empty messages). Linear in the text's length."""
-    return list(_parts(text, limit))
-
-
 def _parts(text: str, limit: int) -> Iterator[str]:
-    """The parts of ``split``, one at a time (``head`` needs only the first)."""
+    """TEXT in parts of at most LIMIT characters, cut at line boundaries (a longer line at a
+    space, else anywhere), code blocks closed at the end of a part and reopened, with their
+    language, at the start of the next; whitespace-only parts dropped. Lazy: ``head`` needs
+    only the first."""
     if limit < 100:
         raise ValueError("limit must be at least 100 characters")
     if len(text) <= limit:
@@ -124,24 +119,3 @@ def head(text: str, limit: int) -> str:
     """The first lines of TEXT within LIMIT characters (a code block left open is closed).
     Reads only as much of TEXT as the first part needs."""
     return next(_parts(text, limit), "")
-
-
-def with_attachment(text: str, filename: str = "output.md", preview: int = 1500,
-                    note: str = "") -> Post:
-    """TEXT as a file, with its first lines (at most PREVIEW characters) and a note inline."""
-    if not 100 <= preview <= MAX_CONTENT - 200:
-        raise ValueError(f"preview must be between 100 and {MAX_CONTENT - 200} characters")
-    shown = head(text, preview) if len(text) > preview else text
-    note = note or f"-# full text ({len(text)} characters) attached as {filename}"
-    content = f"{shown.rstrip()}\n{note}" if shown.strip() else note
-    return Post(content[:MAX_CONTENT], (File.text(filename, text),))
-
-
-def fit(text: str, *, max_messages: int = 4, filename: str = "output.md",
-        preview: int = 1500) -> list[Post]:
-    """The posts that carry TEXT: one message if it fits, up to MAX_MESSAGES split parts, or a
-    single message with the whole text attached as FILENAME."""
-    parts = split(text)
-    if len(parts) <= max_messages:
-        return [Post(p) for p in parts]
-    return [with_attachment(text, filename, preview)]

@@ -1,78 +1,47 @@
-"""Fitting long text into 2000-character messages: split at lines, code blocks kept valid."""
+"""The first lines of a long text, shown inline while the whole text goes as a file: cut at a
+line boundary, code blocks kept valid."""
 
 from __future__ import annotations
 
 import re
 
-import pytest
-
-from dorch.discord.content import MAX_CONTENT, fit, split, with_attachment
+from dorch.discord.content import MAX_CONTENT, head
 
 FENCE_LINE = re.compile(r"^```[\w+#.\-]*$")
 
 
-def test_short_text_is_one_part_and_empty_none() -> None:
-    assert split("hello") == ["hello"]
-    assert split("   \n") == []
+def test_short_text_is_its_own_head_and_blank_text_has_none() -> None:
+    assert head("hello", MAX_CONTENT) == "hello"
+    assert head("   \n", MAX_CONTENT) == ""
 
 
-def test_every_part_fits_and_lines_are_kept_whole() -> None:
+def test_the_head_fits_and_ends_at_a_line_end() -> None:
     lines = [f"line {i}: " + "x" * (i % 70) for i in range(400)]
     text = "\n".join(lines) + "\n"
-    parts = split(text)
-    assert len(parts) > 1
-    assert all(len(p) <= MAX_CONTENT for p in parts)
-    assert "".join(parts) == text  # no code blocks: nothing added, nothing lost
-    assert all(p.endswith("\n") for p in parts)  # cut at line ends only
+    first = head(text, MAX_CONTENT)
+    assert 0 < len(first) <= MAX_CONTENT
+    assert text.startswith(first)  # no code blocks: nothing added
+    assert first.endswith("\n")  # cut at a line end only
 
 
-def test_a_code_block_cut_in_two_is_closed_and_reopened_with_its_language() -> None:
+def test_a_code_block_cut_by_the_head_is_closed() -> None:
     code = "".join(f"    value_{i} = compute({i})  # step {i}\n" for i in range(150))
     text = "Result:\n```python\n" + code + "```\nDone.\n"
-    parts = split(text)
-    assert len(parts) >= 3
-    assert all(len(p) <= MAX_CONTENT for p in parts)
-    for part in parts:
-        assert part.count("```") % 2 == 0, part  # every part renders as valid markdown
-    for part in parts[1:-1]:
-        assert part.startswith("```python\n") and part.endswith("```")
-    assert parts[-1].startswith("```python\n") and parts[-1].endswith("Done.\n")
-    # nothing lost: the body lines all come back in order
-    body = [ln for p in parts for ln in p.splitlines() if not FENCE_LINE.match(ln)]
-    assert body == [ln for ln in text.splitlines() if not FENCE_LINE.match(ln)]
+    first = head(text, MAX_CONTENT)
+    assert len(first) <= MAX_CONTENT
+    assert first.count("```") % 2 == 0, first  # renders as valid markdown
+    assert first.startswith("Result:\n```python\n") and first.endswith("```")
+    body = [ln for ln in first.splitlines() if not FENCE_LINE.match(ln)]
+    assert body == [ln for ln in text.splitlines() if not FENCE_LINE.match(ln)][:len(body)]
 
 
-def test_a_line_longer_than_a_message_is_cut_at_spaces() -> None:
+def test_a_line_longer_than_the_head_is_cut_at_a_space() -> None:
     text = " ".join(f"word{i}" for i in range(1200))
-    parts = split(text)
-    assert all(len(p) <= MAX_CONTENT for p in parts)
-    assert "".join(parts) == text
-    assert all(p.endswith(" ") for p in parts[:-1])
+    first = head(text, MAX_CONTENT)
+    assert len(first) <= MAX_CONTENT and text.startswith(first) and first.endswith(" ")
 
 
 def test_a_line_without_spaces_is_cut_anywhere() -> None:
     text = "a" * 4500
-    parts = split(text)
-    assert "".join(parts) == text and all(len(p) <= MAX_CONTENT for p in parts)
-
-
-def test_with_attachment_keeps_the_whole_text_in_the_file() -> None:
-    text = "```\n" + "\n".join(f"row {i}" for i in range(2000)) + "\n```\n"
-    post = with_attachment(text, "result.md")
-    assert len(post.content) <= MAX_CONTENT
-    assert post.content.count("```") % 2 == 0
-    assert "result.md" in post.content and str(len(text)) in post.content
-    (file,) = post.files
-    assert file.filename == "result.md" and file.data.decode() == text
-
-
-@pytest.mark.parametrize(("size", "kind"), [(100, "one"), (5000, "split"), (50_000, "attach")])
-def test_fit_chooses(size: int, kind: str) -> None:
-    text = "\n".join("x" * 99 for _ in range(size // 100))
-    posts = fit(text, max_messages=4)
-    if kind == "one":
-        assert [p.content for p in posts] == [text] and not posts[0].files
-    elif kind == "split":
-        assert 1 < len(posts) <= 4 and not any(p.files for p in posts)
-    else:
-        assert len(posts) == 1 and posts[0].files[0].data.decode() == text
+    first = head(text, MAX_CONTENT)
+    assert first == "a" * len(first) and MAX_CONTENT // 2 <= len(first) <= MAX_CONTENT

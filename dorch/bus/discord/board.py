@@ -20,6 +20,7 @@ from typing import Any
 from dorch.bus.discord import formats
 from dorch.discord import errors
 from dorch.discord.client import DiscordClient
+from dorch.discord.types import Message
 from dorch.model import WorkerState, WorkerView
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class Board:
             await asyncio.wait_for(task, wait)
 
 
-def parse_board(messages: list[dict[str, Any]]) -> list[WorkerView]:
+def parse_board(messages: list[Message]) -> list[WorkerView]:
     """The workers shown on the board (messages written by bots; the caller keeps only the
     fleet's), newest state per worker."""
     seen: dict[str, WorkerView] = {}

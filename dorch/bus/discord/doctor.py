@@ -128,8 +128,10 @@ async def diagnose(config: Config, token: str, **client_options: Any) -> list[Ch
     """Every check for CONFIG's Discord bus with TOKEN. Stops early only when the token (or
     Discord itself) fails, since nothing else can be checked then. Raises ``DiscordError``
     only for a host-wide stop (Cloudflare ban, too many invalid requests)."""
+    from dorch.bus.discord.connect import open_client
+
     client_options.setdefault("max_tries", 3)
-    async with DiscordClient.from_config(config, token, **client_options) as client:
+    async with open_client(config, token, **client_options) as client:
         return await run_checks(config, client)
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from dorch.discord.types import Channel, Message
+
 CLOCK_SKEW = 30.0  # s a receipt's lease may run past what its writer could have set
 
 
@@ -35,27 +37,27 @@ def epoch(iso: str | None) -> float:
         return 0.0
 
 
-def author_id(msg: dict[str, Any]) -> int:
+def author_id(msg: Message) -> int:
     return int((msg.get("author") or {}).get("id") or 0)
 
 
-def is_app_message(msg: dict[str, Any]) -> bool:
+def is_app_message(msg: Message) -> bool:
     """Posted through a webhook or as an application's (interaction) answer."""
     return bool(msg.get("webhook_id") or msg.get("application_id")
                 or msg.get("interaction") or msg.get("interaction_metadata"))
 
 
-def sender_ids(msg: dict[str, Any]) -> set[int]:
+def sender_ids(msg: Message) -> set[int]:
     """The ids an allow list may name for MSG: its webhook's, its application's, or its author's."""
     ids = {int(msg[key]) for key in ("webhook_id", "application_id") if msg.get(key)}
     return ids or {author_id(msg)}
 
 
-def thread_owner(thread: dict[str, Any]) -> int:
+def thread_owner(thread: Channel) -> int:
     return int(thread.get("owner_id") or 0)
 
 
-def written_at(msg: dict[str, Any]) -> float:
+def written_at(msg: Message) -> float:
     """When MSG was last written (edited, else created), by Discord's clock."""
     return epoch(msg.get("edited_timestamp")) or epoch(msg.get("timestamp"))
 
@@ -79,25 +81,25 @@ class Fleet:
         return isinstance(user_id, (int, str)) and str(user_id).isdigit() \
             and int(user_id) in self.bots
 
-    def wrote(self, msg: dict[str, Any]) -> bool:
+    def wrote(self, msg: Message) -> bool:
         """MSG is a marker a fleet bot wrote (note, #results line, board row, re-posted task)."""
         author = msg.get("author") or {}
         return bool(author.get("bot")) and not is_app_message(msg) and author_id(msg) in self.bots
 
-    def owns(self, thread: dict[str, Any]) -> bool:
+    def owns(self, thread: Channel) -> bool:
         """THREAD is a claim: a fleet bot started it."""
         return thread_owner(thread) in self.bots
 
-    def owner_wrote(self, msg: dict[str, Any], thread: dict[str, Any]) -> bool:
+    def owner_wrote(self, msg: Message, thread: Channel) -> bool:
         """MSG is a receipt or result that counts: written by THREAD's owner, a fleet bot."""
         return self.wrote(msg) and author_id(msg) == thread_owner(thread) and self.owns(thread)
 
-    def markers(self, msgs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    def markers(self, msgs: Iterable[Message]) -> list[Message]:
         """The messages of MSGS a fleet bot wrote."""
         return [m for m in msgs if self.wrote(m)]
 
 
-def lease_cap(lease_until: float, msg: dict[str, Any], lease_seconds: float, now: float) -> float:
+def lease_cap(lease_until: float, msg: Message, lease_seconds: float, now: float) -> float:
     """The end of a receipt's lease as far as dorch believes it: its holder can only have set
     it to when it wrote the receipt plus one lease (plus clock skew)."""
     cap = min(written_at(msg) or now, now) + lease_seconds + CLOCK_SKEW

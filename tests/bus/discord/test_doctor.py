@@ -13,9 +13,9 @@ from typing import Any
 
 from dorch_emulator import Emulator
 
+from dorch.bus.discord import doctor
 from dorch.bus.discord.doctor import Check, channel_permissions, diagnose
 from dorch.config import Config, build
-from dorch.bus.discord import doctor
 from tests.support.emulator_api import MakeEmulator
 from tests.support.route_proxy import RouteProxy
 

@@ -239,9 +239,9 @@ def test_an_answer_quoting_a_squatted_tasks_link_does_not_cancel_its_repost(
                          client=DiscordClient(world.token("worker-1"), api_base=world.emu.api_base,
                                               shared=False))
         try:
-            (entry,) = [e for e in await bus._poll() if e.kind == "squatted"]
+            (entry,) = [e for e in await bus.poller.poll() if e.kind == "squatted"]
             world.emu.set_faults(drop_responses=1)  # the take-back's DELETE: done, answer lost
-            await bus._unsquat(entry.msg)
+            await bus.reaper.unsquat(entry.msg)
         finally:
             await bus.close()
 
