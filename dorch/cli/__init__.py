@@ -6,10 +6,11 @@ Sub-command modules register themselves in ``_register`` below (one import line 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -18,6 +19,7 @@ from dorch import __version__
 from dorch.errors import DorchError, ExitCode, InputError
 
 if TYPE_CHECKING:
+    from dorch.bus import Bus
     from dorch.config import Config
 
 # The old names, while the other CLI modules move to ExitCode (removed once none uses them).
@@ -86,6 +88,24 @@ def load_config(path: str | None = None) -> Config:
     return config.load(path or _root_config)
 
 
+T = TypeVar("T")
+
+
+def run_on_bus(config: Config, action: Callable[[Bus], Awaitable[T]]) -> T:
+    """ACTION run on the configured bus in a fresh event loop; the bus closed after."""
+
+    async def go() -> T:
+        from dorch.bus import open_bus
+
+        bus = open_bus(config)
+        try:
+            return await action(bus)
+        finally:
+            await bus.close()
+
+    return asyncio.run(go())
+
+
 def print_json(data: Any, compact: bool = False) -> None:
     """DATA as JSON on stdout: indented, or on one line (COMPACT, for a stream of objects)."""
     typer.echo(json.dumps(data, indent=None if compact else 2, ensure_ascii=False, default=str))
@@ -120,11 +140,14 @@ HELP_ORDER = ("submit", "worker", "up", "status", "watch", "result", "cancel", "
 def _register() -> None:
     from dorch.cli import (
         config,  # noqa: F401  (dorch config show)
-        core,  # noqa: F401  (submit, worker, up, status, result, ...)
+        demo,  # noqa: F401  (dorch demo)
         doctor,  # noqa: F401  (dorch doctor)
         emulator,  # noqa: F401  (dorch emulator)
         setup,  # noqa: F401  (dorch setup)
+        status,  # noqa: F401  (dorch status|watch)
+        tasks,  # noqa: F401  (dorch submit|result|cancel, dorch queue clear)
         token,  # noqa: F401  (dorch token set|get|delete)
+        workers,  # noqa: F401  (dorch worker|up|stop)
     )
 
     def place(name: str | None) -> int:
