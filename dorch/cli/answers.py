@@ -106,9 +106,13 @@ def parse_ids(text: str) -> list[int]:
 
 
 def parse_token_name(text: str) -> str:
-    from dorch.secrets import check_name
+    """A secret's name, or ValueError (as every parser here) saying what a name may hold."""
+    from dorch.secrets import SecretError, check_name
 
-    return check_name(text.strip())
+    try:
+        return check_name(text.strip())
+    except SecretError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def problems(answers: Answers) -> list[str]:

@@ -138,7 +138,7 @@ def setup(
         allowed_submitters=_given("--allowed-submitters", allowed_submitters, logic.parse_ids),
         allowed_roles=_given("--allowed-roles", allowed_roles, logic.parse_ids),
         fleet_bots=_given("--fleet-bots", fleet_bots, logic.parse_ids),
-        token_name=_given("--token-name", token_name, _parse_token_name),
+        token_name=_given("--token-name", token_name, logic.parse_token_name),
         api_base=api_base,
     )
     if not session.interactive:
@@ -167,15 +167,6 @@ def setup(
         _store_token(a.token_name or logic.DEFAULT_TOKEN_NAME, token)
     _write(target, text)
     _next_steps(a, target)
-
-
-def _parse_token_name(text: str) -> str:
-    from dorch.secrets import SecretError, check_name
-
-    try:
-        return check_name(text.strip())
-    except SecretError as exc:
-        raise ValueError(str(exc)) from None
 
 
 def _require_flags(a: Answers, token_decided: bool) -> None:
@@ -211,7 +202,7 @@ def _ask_all(session: _Session, a: Answers) -> None:
         if getattr(a, key) is None:
             setattr(a, key, session.ask(key, logic.parse_ids, default=""))
     if a.token_name is None:
-        a.token_name = session.ask("token_name", _parse_token_name, default=logic.DEFAULT_TOKEN_NAME)
+        a.token_name = session.ask("token_name", logic.parse_token_name, default=logic.DEFAULT_TOKEN_NAME)
 
 
 def _token(session: _Session, a: Answers, from_stdin: bool, no_token: bool) -> tuple[str | None, bool]:
