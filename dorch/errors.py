@@ -21,6 +21,7 @@ Our exception hierarchy (exit code; where it lives):
     + BusConfigError ........... 78  dorch.bus (also a BusError)
   x InputError ................. 64  input the user must fix
     + TaskError ................ 64  dorch.model
+      - Rejected ............... 64  dorch.bus.discord.intake: a task message as written
   x BusError ................... 75  dorch.bus: the queue cannot be used right now
     + BusConfigError ........... 78
     + OutboxFull ............... 75  dorch.bus.discord.outbox
