@@ -22,13 +22,6 @@ if TYPE_CHECKING:
     from dorch.bus import Bus
     from dorch.config import Config
 
-# The old names, while the other CLI modules move to ExitCode (removed once none uses them).
-EXIT_FAILED = ExitCode.FAILED
-EXIT_USAGE = ExitCode.USAGE
-EXIT_DATAERR = ExitCode.DATAERR
-EXIT_TEMPFAIL = ExitCode.TEMPFAIL
-EXIT_CONFIG = ExitCode.CONFIG
-
 EPILOG = (
     "Exit codes: " + "; ".join(f"{code.value} {code.meaning}" for code in ExitCode) + ". "
     "Config: --config FILE, else $DORCH_CONFIG, else the user config dir, else "
