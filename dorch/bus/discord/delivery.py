@@ -75,7 +75,7 @@ class Courier:
         response = self.outbox.response(item.id)
         if response is None and failure is not None:
             log.warning("outbox item %d (%s) waits for Discord: %s", item.id, item.kind, failure)
-        if isinstance(failure, errors.DiscordError) and failure.exit_code == 78:
+        if isinstance(failure, errors.DiscordError) and failure.exit_code == errors.ExitCode.CONFIG:
             with self.guild.errors(f"delivering the {item.kind}"):
                 raise failure
         if isinstance(failure, PermanentError) and isinstance(failure.__cause__, BusConfigError):
