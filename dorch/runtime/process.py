@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from dorch.errors import ConfigError
 from dorch.runtime import sandbox as sandbox_mod
+from dorch.runtime.procfs import group_alive
 
 if TYPE_CHECKING:
     from dorch.runtime.sandbox import Sandbox
@@ -292,38 +293,6 @@ async def stop_group(pgid: int, grace: float) -> bool:
         return True
     log.warning("process group %d did not disappear after SIGKILL", pgid)
     return False
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any live (non-zombie) process is in group ``pgid``.
-
-    ``killpg(pgid, 0)`` also counts zombies (an orphan whose reaper is slow, or a PID 1 that never
-    reaps in a container), so on Linux the group's members are checked in /proc.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if not os.path.isdir("/proc/self"):
-        return True
-    return any(True for _ in _live_members(pgid))
-
-
-def _live_members(pgid: int) -> Iterable[int]:
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            yield int(entry.name)
 
 
 async def _wait_group_gone(pgid: int, seconds: float) -> bool:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from dorch import paths
 from dorch.errors import ConfigError
+from dorch.runtime import procfs
 from dorch.runtime.reaper import children_of, descendants  # the one process-tree walk
 
 if TYPE_CHECKING:
@@ -253,7 +254,7 @@ def _reap_orphaned_bwrap() -> None:
     """bwrap's inner process outlives its parent by a moment; in a subreaper it is reparented
     here and would stay a zombie (only bwrap's: an agent's status belongs to its waiter)."""
     for pid in own_children():
-        comm, fields = _stat(pid)
+        comm, fields = procfs.stat(pid)
         if comm == b"bwrap" and fields[:1] == [b"Z"]:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
@@ -330,11 +331,11 @@ def kill_leftovers(root: int, before: set[int]) -> int:
     (children not in ``before``); reap them. The number of processes killed."""
     killed: set[int] = set()
     for _ in range(100):
-        left = descendants(root) if _alive(root) else []
+        left = descendants(root) if procfs.alive(root) else []
         if _SUBREAPER:
             for child in own_children() - before - {root}:
                 left += [child, *descendants(child)]
-        left = [p for p in left if _alive(p)]
+        left = [p for p in left if procfs.alive(p)]
         if not left:
             break
         for pid in left:
@@ -357,10 +358,6 @@ def _reap(pids: Iterable[int]) -> None:
             continue
 
 
-def _alive(pid: int) -> bool:
-    return _stat(pid)[1][:1] not in ([], [b"Z"], [b"X"])
-
-
 def _pss(pid: int, rss: int) -> int:
     """PID's proportional set size in bytes (RSS if unreadable): shared pages counted once
     across processes, so 200 forked copies of one interpreter are not 200 interpreters."""
@@ -372,18 +369,6 @@ def _pss(pid: int, rss: int) -> int:
     except (OSError, ValueError, IndexError):
         pass
     return rss
-
-
-def _stat(pid: int) -> tuple[bytes, list[bytes]]:
-    """PID's command name and the fields of /proc/PID/stat after it (state first); empty when
-    it is gone. The name may hold spaces and parentheses: it ends at the last ")"."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return b"", []
-    close = stat.rfind(b")")
-    return stat[stat.find(b"(") + 1:close], stat[close + 2:].split()
 
 
 # -- the monitor -----------------------------------------------------------------------------
@@ -417,7 +402,7 @@ class Monitor:
         tree = [self.pid, *descendants(self.pid)]
         tasks = rss = 0
         for pid in tree:
-            fields = _stat(pid)[1]
+            fields = procfs.stat(pid)[1]
             if len(fields) > 22 and fields[0] not in (b"Z", b"X"):
                 tasks += int(fields[17])          # num_threads
                 rss += _pss(pid, int(fields[21]) * self._page)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dorch import paths
 from dorch.errors import DorchError, ExitCode
+from dorch.runtime import procfs
 from dorch.runtime.supervisor import pidfile_path
 
 TARGET = "dorch-workers.target"
@@ -34,21 +35,6 @@ def _systemd_has_target() -> bool:
     return probe.returncode == 0
 
 
-def _alive(pid: int) -> bool:
-    """True while PID runs (a zombie, exited but not yet reaped by its parent, counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): trust kill(0)
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 def stop_local_workers(timeout: float) -> str:
     """Stop the workers; returns what was done. Raises NothingToStop or TimeoutError."""
     if _systemd_has_target():
@@ -61,12 +47,12 @@ def stop_local_workers(timeout: float) -> str:
         raise NothingToStop(
             f"no workers to stop: no {TARGET} under systemd and no `dorch up` pidfile at {pidfile}"
         ) from None
-    if not _alive(pid):
+    if not procfs.alive(pid):
         pidfile.unlink(missing_ok=True)
         raise NothingToStop(f"`dorch up` (pid {pid}) is not running; removed its stale pidfile")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while procfs.alive(pid):
         if time.monotonic() > deadline:
             raise TimeoutError(f"`dorch up` (pid {pid}) did not stop within {timeout:.0f} s")
         time.sleep(0.1)
