@@ -16,6 +16,7 @@ import random
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,11 +55,16 @@ class _Outcome:
 
 
 class Worker:
-    """The life of one worker process. ``run`` returns the process exit code."""
+    """The life of one worker process. ``run`` returns the process exit code.
+
+    Leases are wall-clock times shared with other hosts: CLOCK (``time.time``) reads them; the
+    idle and hard deadlines are the event loop's (monotonic) time. Tests pass a virtual clock and
+    a virtual-time loop (tests/support/virtual_time.py) to run minutes of leases in milliseconds.
+    """
 
     def __init__(self, config: Config, bus: Bus, executor: Executor, wid: str,
                  sandbox: Sandbox | None = None, agent_secrets: dict[str, str] | None = None,
-                 ) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.sandbox = sandbox
         self.agent_secrets = agent_secrets or {}  # [executor] secrets, for the agent's env only
@@ -70,7 +76,8 @@ class Worker:
         self.workspace_root = Path(root).expanduser() if root else self.state_dir / "workspaces"
         self._stop = asyncio.Event()
         self._host = socket.gethostname()
-        self._pacer = PollPacer(paths.private_dir(), _queue_key(config))
+        self._clock = clock
+        self._pacer = PollPacer(paths.private_dir(), _queue_key(config), clock)
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -96,7 +103,7 @@ class Worker:
     async def _poll(self) -> Claim | None:
         """Claim a task, polling every poll_interval (in turn with the host's other idle
         workers); None when idle for max_idle_time or stopped."""
-        deadline = time.monotonic() + self.config.worker["max_idle_time"]
+        deadline = _now() + self.config.worker["max_idle_time"]
         try:
             return await self._poll_until(deadline)
         finally:
@@ -120,7 +127,7 @@ class Worker:
                     log.warning("the bus cannot be reached (%d poll(s) failed): %s", failures,
                                 exc)
                 claim = None
-                if time.monotonic() >= deadline:
+                if _now() >= deadline:
                     raise
             else:
                 if failures:
@@ -130,7 +137,7 @@ class Worker:
                 log.info("claimed task %s (attempt %d) after %d poll(s)",
                          claim.task.id, claim.task.attempt, polls)
                 return claim
-            remaining = deadline - time.monotonic()
+            remaining = deadline - _now()
             if remaining <= 0:
                 log.info("idle for %.0f s: exiting", w["max_idle_time"])
                 return None
@@ -144,7 +151,7 @@ class Worker:
                 continue
             self._pacer.polled(self.id)
             while (wait := self._pacer.turn(self.id, w["poll_interval"])) > 0:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - _now()
                 if remaining <= 0 or self._stop.is_set():
                     break
                 await self._sleep(min(wait, remaining))
@@ -198,14 +205,14 @@ class Worker:
         """Run the agent while renewing the lease; stop it on cancel, fencing or shutdown."""
         w = self.config.worker
         cancel = asyncio.Event()
-        started = time.monotonic()
+        started = _now()
         # The claim may have used much of its lease (rate-limit waits, a slow Discord): renew
         # it before the agent starts once a heartbeat's worth is gone, so the lease never runs
         # out between the claim and the first heartbeat.
         renew_at = claim.lease_until - w["lease_seconds"] + w["heartbeat_seconds"]
-        if time.time() >= renew_at:
+        if self._clock() >= renew_at:
             lease = await self._heartbeat(claim)
-            renew_at = time.time() + w["heartbeat_seconds"]
+            renew_at = self._clock() + w["heartbeat_seconds"]
             if lease is not Lease.HELD:
                 log.info("task %s: %s before its agent started", claim.task.id, lease.value)
                 reason = "lost" if lease is Lease.LOST else "cancelled"
@@ -218,8 +225,8 @@ class Worker:
         hard_deadline = started + (w["task_timeout"] or float("inf")) + w["stop_grace"] + 60
         try:
             while not run.done():
-                due = max(renew_at - time.time(), 0) if reason == "done" else w["heartbeat_seconds"]
-                timeout = min(due, max(hard_deadline - time.monotonic(), 0))
+                due = max(renew_at - self._clock(), 0) if reason == "done" else w["heartbeat_seconds"]
+                timeout = min(due, max(hard_deadline - _now(), 0))
                 done, _ = await asyncio.wait(
                     {run, stop_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -229,7 +236,7 @@ class Worker:
                     reason = "stopped"
                     cancel.set()
                     continue
-                if time.monotonic() >= hard_deadline and not cancel.is_set():
+                if _now() >= hard_deadline and not cancel.is_set():
                     log.error("task %s: executor did not stop at its timeout; cancelling",
                               claim.task.id)
                     cancel.set()
@@ -237,7 +244,7 @@ class Worker:
                 if reason != "done":
                     continue
                 lease = await self._heartbeat(claim)
-                renew_at = time.time() + w["heartbeat_seconds"]
+                renew_at = self._clock() + w["heartbeat_seconds"]
                 if lease is Lease.CANCELLED:
                     log.info("task %s: cancelled by request", claim.task.id)
                     reason = "cancelled"
@@ -250,7 +257,7 @@ class Worker:
             stop_wait.cancel()
             if not run.done():
                 run.cancel()
-        result.duration = result.duration or time.monotonic() - started
+        result.duration = result.duration or _now() - started
         return _Outcome(result, reason)
 
     async def _heartbeat(self, claim: Claim) -> Lease:
@@ -267,7 +274,7 @@ class Worker:
     async def _report(self, state: WorkerState, task_id: str = "", done: int = 0) -> None:
         view = WorkerView(
             worker=self.id, state=state, task_id=task_id, host=self._host, pid=os.getpid(),
-            version=__version__, tasks_done=done, updated_at=time.time(),
+            version=__version__, tasks_done=done, updated_at=self._clock(),
         )
         try:
             await self.bus.report_worker(view)
@@ -281,6 +288,11 @@ class Worker:
         while True:
             notify.watchdog()
             await asyncio.sleep(interval)
+
+
+def _now() -> float:
+    """The event loop's monotonic time (``time.monotonic`` unless a test's loop is virtual)."""
+    return asyncio.get_running_loop().time()
 
 
 async def _main(config: Config, instance: str) -> int:

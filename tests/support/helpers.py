@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 DORCH = str(Path(sys.executable).with_name("dorch"))
-SUPPORT = Path(__file__).parent / "support"
+SUPPORT = Path(__file__).parent
 
 
 def unavailable(reason: str) -> None:

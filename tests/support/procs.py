@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
 
@@ -53,3 +56,35 @@ def stand_in(directory: Path, record: Path, name: str = "agent") -> Path:
     )
     exe.chmod(0o755)
     return exe
+
+
+LOCAL_BUS_PROC = Path(__file__).with_name("local_bus_proc.py")
+
+
+def together(queue: Path, jobs: list[list[str]], **popen: Any) -> list[Any]:
+    """Run one process per job (NAME MODE ARGS...), released at once; their JSON outputs."""
+    procs = [
+        subprocess.Popen([sys.executable, str(LOCAL_BUS_PROC), str(queue), *job], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+        for job in jobs
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            line = p.stdout.readline()
+            assert line == "ready\n", f"process did not start: {line!r} {p.communicate()[1]}"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outputs = []
+        for p in procs:
+            out, err = p.communicate(timeout=180)
+            assert p.returncode == 0, err
+            outputs.append(json.loads(out))
+        return outputs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

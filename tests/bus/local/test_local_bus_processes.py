@@ -7,47 +7,13 @@ their work at the same moment; what each one did comes back as JSON on its stdou
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from dorch.bus.local import SCHEMA_VERSION, LocalBus
 from dorch.model import State, TaskSpec
-
-PROC = Path(__file__).parent / "support" / "local_bus_proc.py"
-
-
-def together(queue: Path, jobs: list[list[str]], **popen: Any) -> list[Any]:
-    """Run one process per job (NAME MODE ARGS...), released at once; their JSON outputs."""
-    procs = [
-        subprocess.Popen([sys.executable, str(PROC), str(queue), *job], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
-        for job in jobs
-    ]
-    try:
-        for p in procs:
-            assert p.stdout is not None
-            line = p.stdout.readline()
-            assert line == "ready\n", f"process did not start: {line!r} {p.communicate()[1]}"
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        outputs = []
-        for p in procs:
-            out, err = p.communicate(timeout=180)
-            assert p.returncode == 0, err
-            outputs.append(json.loads(out))
-        return outputs
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+from tests.support.procs import together
 
 
 class Clock:

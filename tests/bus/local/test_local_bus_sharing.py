@@ -25,7 +25,9 @@ import pytest
 from dorch.bus import BusConfigError, BusError
 from dorch.bus.local import LocalBus
 from dorch.model import TaskSpec
-from tests.bus.local.test_local_bus_processes import PROC, together
+from tests.support.helpers import SUPPORT
+from tests.support.procs import LOCAL_BUS_PROC as PROC
+from tests.support.procs import together
 
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() != 0,
@@ -34,7 +36,7 @@ pytestmark = pytest.mark.skipif(
 
 GROUP = 47_310  # the shared group ("dorch" on a real machine); ids need not exist in /etc
 ALICE, BOB = 47_311, 47_312  # e.g. the service user and an admin, both in GROUP
-SWAPPER = Path(__file__).parent / "support" / "link_swapper.py"
+SWAPPER = SUPPORT / "link_swapper.py"
 
 
 @pytest.fixture
