@@ -1,11 +1,17 @@
-# The two commands of the README: `make demo` and `make test`.
+# The commands of the README: `make demo`, `make test` (lint, types and the fast tests: about
+# 5 minutes on 2 cores) and `make soak` (the long runs, marker soak, and the system tests, marker
+# system: root, nspawn, the .deb, Ansible). CI runs both; check-selection makes sure that
+# together they run every test.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+FAST_TESTS := not soak and not system
+SOAK_TESTS := soak or system
+XDIST ?= -n 2
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test soak check-selection lint typecheck unit bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "dorch needs Python 3.11 or newer; set PYTHON=python3.11 (or newer)")'
@@ -29,8 +35,14 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-test: lint typecheck
-	$(BIN)/pytest -ra $(PYTEST_ARGS)
+test: lint typecheck check-selection
+	$(BIN)/pytest -ra $(XDIST) -m "$(FAST_TESTS)" $(PYTEST_ARGS)
+
+soak: $(VENV)/.installed-test
+	$(BIN)/pytest -ra -m "$(SOAK_TESTS)" $(PYTEST_ARGS)
+
+check-selection: $(VENV)/.installed-test
+	$(BIN)/python tests/support/check_selection.py "$(FAST_TESTS)" "$(SOAK_TESTS)"
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -52,8 +52,9 @@ def test_idle_worker_exits_0_after_max_idle_time(home: DorchHome) -> None:
     home.configure(worker={"max_idle_time": 0.5})
     proc = home.spawn_worker("1")
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0
-    assert "idle" in err
+    assert proc.returncode == 0, err
+    (row,) = home.call("status").workers  # it left the board as a worker systemd restarts
+    assert row.state == "RESTARTING" and row.tasks_done == 0
 
 
 def test_bad_config_exits_78_with_the_key_named(home: DorchHome) -> None:
@@ -73,6 +74,7 @@ def test_failed_agent_reports_error_and_stderr_tail(home: DorchHome) -> None:
     assert "agent exploded on purpose" in view.result.stderr_tail
 
 
+@pytest.mark.soak  # minutes: 300 tasks through `dorch up`
 def test_eight_workers_300_tasks_each_executed_exactly_once(home: DorchHome) -> None:
     log = use_recording_agent(home, max_idle_time=2)
     prompts = [f"task {i}" for i in range(300)]
@@ -93,6 +95,7 @@ def test_eight_workers_300_tasks_each_executed_exactly_once(home: DorchHome) -> 
     assert up.returncode == 0
 
 
+@pytest.mark.soak  # a wall-clock twin of test_worker_inprocess (real kill -9, a 1.5 s lease)
 def test_kill_9_mid_task_requeues_after_the_lease_and_another_worker_completes(
     home: DorchHome,
 ) -> None:
@@ -152,6 +155,7 @@ def test_cancel_while_running_stops_the_agent(home: DorchHome) -> None:
     assert not Path(f"/proc/{agent_pid}").exists() or _is_zombie(agent_pid)
 
 
+@pytest.mark.soak  # a wall-clock twin of test_worker_inprocess (real SIGSTOP, a 1.5 s lease)
 def test_a_fenced_worker_does_not_report_its_late_result(home: DorchHome) -> None:
     """A hung worker (SIGSTOP) loses its lease; when it wakes it must not report as the owner."""
     log = use_recording_agent(home, lease_seconds=1.5, heartbeat_seconds=0.3)
@@ -168,9 +172,8 @@ def test_a_fenced_worker_does_not_report_its_late_result(home: DorchHome) -> Non
     finally:
         hung.send_signal(signal.SIGCONT)
     _, err = hung.communicate(timeout=30)
-    assert hung.returncode == 0
-    assert "lease lost" in err or "fenced" in err
-    after = home.call("get", task)
+    assert hung.returncode == 0, err
+    after = home.call("get", task)  # what it did not report: the rescuer's result stands
     assert after.worker.endswith("-2") and after.result.output == view.result.output
 
 

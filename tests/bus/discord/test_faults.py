@@ -9,6 +9,8 @@ import random
 import time
 from collections import Counter
 
+import pytest
+
 from dorch.bus.discord import formats
 from tests.bus.discord.conftest import (
     World,
@@ -18,6 +20,8 @@ from tests.bus.discord.conftest import (
     reactions,
     thread_messages,
 )
+
+pytestmark = pytest.mark.soak  # minutes: 100 tasks under kill -9, a real 60 s outage
 
 
 def attempts_posted(world: World) -> Counter[str]:

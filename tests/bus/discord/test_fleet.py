@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.bus.discord.conftest import (
     World,
     eventually,
@@ -16,6 +18,7 @@ from tests.bus.discord.conftest import (
     thread_messages,
 )
 
+pytestmark = pytest.mark.soak  # minutes: 300 and 250 tasks through real worker fleets
 THREAD_ROUTE = "POST /channels/{channel_id}/messages/{message_id}/threads"
 
 

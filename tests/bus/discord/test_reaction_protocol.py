@@ -13,6 +13,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import pytest
+
 from tests.bus.discord.conftest import WORKER_BOTS, World, eventually, executed_prompts
 from tests.support.original_protocol import Channels, Fleet, Timing, double_claims, summary
 
@@ -62,6 +64,9 @@ def assert_each_ran_once(dorch: World, prompts: list[str], started: float, what:
           f"{len(prompts)} run, most runs of one task {max(executed.values())}")
     assert sorted(executed) == prompts, "dorch lost or starved a task"
     assert set(executed.values()) == {1}, "dorch ran a task twice"
+
+
+pytestmark = pytest.mark.soak  # races of the old protocol against dorch's (about a minute)
 
 
 def test_the_original_reaction_protocol_claims_tasks_twice(make_world: Callable[..., World]) -> None:

@@ -98,6 +98,7 @@ def test_a_strangers_receipt_leased_until_2286_does_not_keep_a_dead_workers_task
     assert executed_prompts(world)["Count the stars HANG-ONCE"] == 2
 
 
+@pytest.mark.soak  # waits out real leases (about 40 s)
 def test_a_lease_is_never_believed_beyond_one_lease_after_its_receipt_was_written(
         world: World) -> None:
     # even the claimer's own bot (a buggy or skewed host) cannot hold a task for ever
@@ -339,6 +340,7 @@ def squatter(world: World, user: str) -> Iterator[list[str]]:
         del state.create_message
 
 
+@pytest.mark.soak  # squats through every attempt's lease (about 45 s)
 def test_a_task_squatted_again_and_again_ends_blocked_by_the_squatter(world: World) -> None:
     with squatter(world, "bob") as squatted:
         task = world.post("Feed the cat")  # its re-posts are left 20 s to their poster first
