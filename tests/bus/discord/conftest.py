@@ -1,6 +1,7 @@
 """Fixtures for the Discord bus tests: ``make_world(emulator_config=None, **configure)`` and
 ``world``, a ``tests.support.world.World`` (the emulator serving from a thread and a dorch home
-configured for it), torn down with every fleet it started. The helpers are re-exported here.
+configured for it), torn down with every fleet it started. Only fixtures here: the helpers are
+imported from tests/support/world.py.
 """
 
 from __future__ import annotations
@@ -13,21 +14,7 @@ import pytest
 from dorch_emulator import Emulator, EmulatorConfig
 
 from tests.support.helpers import DorchHome
-from tests.support.world import (  # noqa: F401  (the tests import them from here)
-    TOKEN_ENV,
-    WORKER_BOTS,
-    Fleet,
-    World,
-    eventually,
-    executed_prompts,
-    finished_ids,
-    rate_limit_figures,
-    reactions,
-    started_agents,
-    thread_messages,
-    worker_of,
-    world_config,
-)
+from tests.support.world import World, world_config
 
 
 @pytest.fixture

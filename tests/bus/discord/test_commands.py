@@ -7,7 +7,7 @@ import json
 import os
 import socket
 
-from tests.bus.discord.conftest import World, eventually, started_agents, thread_messages
+from tests.support.world import World, eventually, started_agents, thread_messages
 
 BULK = "POST /channels/{channel_id}/messages/bulk-delete"
 DELETE = "DELETE /channels/{channel_id}/messages/{message_id}"

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from dorch.bus.discord import formats
-from tests.bus.discord.conftest import (
+from tests.support.world import (
     World,
     eventually,
     executed_prompts,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.bus.discord.conftest import (
+from tests.support.world import (
     World,
     eventually,
     executed_prompts,

@@ -24,8 +24,8 @@ from dorch_emulator.state import ApiError
 from dorch.bus.discord import formats
 from dorch.errors import ExitCode
 from dorch.model import State
-from tests.bus.discord.conftest import TOKEN_ENV, World, executed_prompts, reactions, world_config
 from tests.support.helpers import DORCH
+from tests.support.world import TOKEN_ENV, World, executed_prompts, reactions, world_config
 
 FLEET = ("worker-1", "worker-2", "worker-3")
 TASKS = 60

@@ -16,7 +16,7 @@ from dorch_emulator.config import DEFAULT as EMULATOR_DEFAULT
 from dorch.bus.discord import DiscordBus
 from dorch.config import load
 from dorch.discord.client import DiscordClient
-from tests.bus.discord.conftest import (
+from tests.support.world import (
     World,
     eventually,
     reactions,

@@ -9,7 +9,8 @@ import os
 import signal
 
 from dorch.bus.discord import formats
-from tests.bus.discord.conftest import (
+from tests.support.procs import pid_alive
+from tests.support.world import (
     World,
     eventually,
     reactions,
@@ -17,7 +18,6 @@ from tests.bus.discord.conftest import (
     thread_messages,
     worker_of,
 )
-from tests.support.procs import pid_alive
 
 
 def results_in(world: World, task_id: str) -> list[str]:

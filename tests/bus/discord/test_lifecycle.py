@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tests.bus.discord.conftest import World, eventually, reactions, thread_messages
+from tests.support.world import World, eventually, reactions, thread_messages
 
 
 def test_submit_run_and_read_the_result(world: World) -> None:

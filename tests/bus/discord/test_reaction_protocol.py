@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.bus.discord.conftest import WORKER_BOTS, World, eventually, executed_prompts
 from tests.support.original_protocol import Channels, Fleet, Timing, double_claims, summary
+from tests.support.world import WORKER_BOTS, World, eventually, executed_prompts
 
 FAST = Timing(poll_interval=(0.2, 0.6), idle_timeout=60.0)
 BATCH = 2  # tasks posted at once in a stream, the next two once both were taken

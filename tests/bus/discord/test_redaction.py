@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import urllib.request
 
-from tests.bus.discord.conftest import World, eventually, thread_messages
 from tests.support.helpers import SUPPORT, agent_command
+from tests.support.world import World, eventually, thread_messages
 
 
 def test_a_leaked_bot_token_is_posted_as_redacted(world: World) -> None:

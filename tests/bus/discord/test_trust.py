@@ -22,7 +22,9 @@ from dorch.bus.discord import DiscordBus, formats
 from dorch.config import load
 from dorch.discord.client import DiscordClient
 from dorch.model import State
-from tests.bus.discord.conftest import (
+from tests.support.emulator_api import run
+from tests.support.procs import pid_alive
+from tests.support.world import (
     WORKER_BOTS,
     World,
     eventually,
@@ -32,8 +34,6 @@ from tests.bus.discord.conftest import (
     worker_of,
     world_config,
 )
-from tests.support.emulator_api import run
-from tests.support.procs import pid_alive
 
 FAR = 9_999_999_999  # a lease until the year 2286
 BOTS = [{"name": name} for name in (*WORKER_BOTS, "submitter", "stranger")]

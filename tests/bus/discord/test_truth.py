@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from dorch.bus.discord import formats
-from tests.bus.discord.conftest import TOKEN_ENV, World, eventually, started_agents
 from tests.support.route_proxy import RouteProxy
+from tests.support.world import TOKEN_ENV, World, eventually, started_agents
 
 
 def _sha(text: str) -> str:

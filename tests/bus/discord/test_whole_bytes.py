@@ -8,8 +8,8 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-from tests.bus.discord.conftest import TOKEN_ENV, World, thread_messages
 from tests.support.helpers import DORCH
+from tests.support.world import TOKEN_ENV, World, thread_messages
 
 PROMPT_CHARS = 300_000
 ANSWER_BYTES = 5_000_000
