@@ -369,11 +369,6 @@ class DiscordClient:
                                                     {"channel_id": channel_id}, json_body=fields)
         return result
 
-    async def archive_thread(self, thread_id: int | str, *, locked: bool = False) -> Channel:
-        """Archive a thread (the creator may archive its own); ``locked``: only moderators may
-        unarchive it."""
-        return await self.edit_channel(thread_id, archived=True, locked=locked)
-
     async def start_thread(self, channel_id: int | str, message_id: int | str, name: str, *,
                            auto_archive_duration: int = 1440) -> Channel:
         """Start a public thread on a message: dorch's claim. ``ThreadAlreadyExists`` (160004)

@@ -3,8 +3,9 @@
 A worker process reports READY, RUNNING, RESTARTING and STOPPED every task, and the channel's
 edit bucket (5 per 5 s per bot) is shared by every worker on the bot. So edits run in the
 background and the latest state wins; READY is only shown once a worker has found nothing to
-do (a worker that claims at once goes straight from RESTARTING to RUNNING), and RESTARTING,
-which lasts a moment, is sent only if the bucket allows it before the process exits.
+do, and RESTARTING, which lasts a moment, is merged into the next process's first edit (its
+RUNNING, or READY once it finds nothing to do): the count of tasks done it carries is kept in
+the worker's state dir and shown then. One edit per task, besides that.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ class Board:
                      if view.task_id else "")
         text = formats.board_text(view.worker, view.state, view.host, view.version, done,
                                   view.updated_at, task_link, view.pid)
-        if view.state == "READY":
-            self._deferred = text
+        if view.state in ("READY", "RESTARTING"):  # RESTARTING: the next process shows it
+            self._deferred = text if view.state == "READY" else None
             return
         self._deferred = None
         self._send(text, view.state)

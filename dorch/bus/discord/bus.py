@@ -7,7 +7,8 @@ the double claims). What is atomic on Discord:
 
 - **Claim** = *Start Thread from Message*: a message has at most one thread; the second try
   answers 400 / 160004 and loses quietly. The winner posts a claim receipt in the thread (its
-  fencing token, renewed by editing it: the heartbeat). The thread shows the claim to people.
+  fencing token, renewed by editing it: the heartbeat). The thread shows the claim to people,
+  and, once archived, how the task ended (🏁 or ❌ in front of its name).
 - **Requeue** = deleting the receipt of an expired lease: the first DELETE answers 204, every
   later one 404 / 10008. The winner re-posts the task as attempt k+1 through the outbox, notes
   it in the old thread, marks the old message ♻️ and archives the thread (☠️ after
@@ -188,7 +189,7 @@ class DiscordBus:
                             result.stderr_tail, result.duration, result.usage)
         payload = {
             "task": claim.task.id, "receipt": claim.token, "worker": claim.worker,
-            "attempt": claim.task.attempt,
+            "attempt": claim.task.attempt, "name": self.claimer.names.get(claim.task.id, ""),
             "result": {"state": result.state.value, "output": result.output,
                        "error": result.error, "stderr_tail": result.stderr_tail,
                        "duration": result.duration, "usage": result.usage},

@@ -40,6 +40,9 @@ TURN_PATIENCE = 5.0  # s a worker waits for its host's claiming turn before poll
 TURN_TTL = 30.0  # s: a turn whose holder died is free again after this
 TURN_POLL = 0.05  # s between looks at the turn
 PAGE_FRESH = 0.5  # s a polled page is fresh enough to claim from
+# s a claim may take before it checks its task message is still there: a reaper takes a
+# thread without a receipt (its claimer died) only a lease after the thread started
+SLOW_CLAIM = 10.0
 
 
 class Claimer:
@@ -57,6 +60,7 @@ class Claimer:
         self.settings = settings
         self.state = state
         self.clock = clock
+        self.names: dict[str, str] = {}  # task id -> its thread's name, for the result
 
     async def claim(self, entries: list[Entry], worker: str, lease: float) -> Claim | None:
         """Claim one of the tasks waiting in ENTRIES (a page just polled), in this host's turn."""
@@ -119,9 +123,10 @@ class Claimer:
         if first.startswith(formats.HEADER.strip()):
             first = formats.split_header(msg.get("content") or "")[0]
             first = " ".join(first.split())
+        started = self.clock()
         try:
-            await self.client.start_thread(self.settings.task_channel, mid,
-                                           f"task {mid}: {first[:60]}")
+            thread = await self.client.start_thread(self.settings.task_channel, mid,
+                                                    f"task {mid}: {first[:60]}")
         except errors.ThreadAlreadyExists:
             log.debug("task %s: another worker was first", mid)
             return None
@@ -139,11 +144,16 @@ class Claimer:
         until = self.clock() + lease
         receipt = await self.client.create_message(mid, formats.receipt_text(
             worker, self.settings.host, attempt, self.settings.max_attempts, until))
-        try:
-            await self.client.add_reaction(self.settings.task_channel, mid, formats.CLAIMED)
-        except errors.NotFound:
-            log.warning("task %s: its message was deleted after the claim; not running it", mid)
-            return None
+        # The thread shows the claim to people (no ✅ needed). A claim this slow may have been
+        # taken back as an orphan meanwhile (its task message deleted): then it is not run.
+        if self.clock() - started > min(SLOW_CLAIM, self.settings.lease / 2):
+            try:
+                await self.client.get_message(self.settings.task_channel, mid)
+            except errors.NotFound:
+                log.warning("task %s: its message was deleted after the claim; not running it",
+                            mid)
+                return None
+        self.names[str(mid)] = str(thread.get("name") or "")
         author = msg.get("author") or {}
         task = Task(str(mid), spec, attempt, str(author.get("username", "")),
                     trust.epoch(msg.get("timestamp")))

@@ -222,8 +222,8 @@ class Courier:
         await self.client.create_message(self.settings.results_channel, summary,
                                          nonce=_sub_nonce(item, "s"))
         ok = result.state is State.SUCCEEDED
-        await self.guild.react(tid, formats.SUCCEEDED if ok else formats.FAILED)
-        await self.guild.archive(tid)
+        await self.guild.archive(tid, mark=formats.SUCCEEDED if ok else formats.FAILED,
+                                 name=p.get("name", ""))
         return {"result": receipt}
 
     async def _summary(self, item: Item, text: str, files: list[File] | None = None) -> None:

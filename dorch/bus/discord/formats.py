@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from dorch.discord.content import MAX_CONTENT, File, Post, head
 from dorch.model import Result, State
 
-# Reactions on a task message.
-CLAIMED = "✅"
+# Marks on a task message (reactions; a finished task's in front of its thread's name).
 SUCCEEDED = "🏁"
 FAILED = "❌"
 REQUEUED = "♻️"

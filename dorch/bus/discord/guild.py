@@ -71,9 +71,17 @@ class Guild:
             name = "user"
         return f"{formats.clean_name(name)} (id {user_id})"
 
-    async def archive(self, thread_id: int | str) -> None:
+    async def archive(self, thread_id: int | str, *, mark: str = "", name: str = "") -> None:
+        """Archive a task's thread (it keeps the guild under its active-thread cap). MARK (an
+        emoji: how the task ended) goes on the task message: in front of the thread's NAME,
+        in the same request, when the name is known, else as a reaction."""
+        fields: dict[str, object] = {"archived": True, "locked": False}
+        if mark and name:
+            fields["name"] = f"{mark} {name}"[:100]
+        elif mark:
+            await self.react(thread_id, mark)
         try:
-            await self.client.archive_thread(thread_id)
+            await self.client.edit_channel(thread_id, **fields)
         except errors.NotFound:
             pass
         except errors.BadRequest as exc:

@@ -86,11 +86,11 @@ def test_the_lease_is_renewed_before_the_agent_starts_when_the_claim_was_slow(
         make_world: Callable[..., World]) -> None:
     # The case: with lease 20 s, claim to agent start reached 20 s (rate-limit waits),
     # nothing renewed the lease before the first heartbeat (heartbeat_seconds after the agent
-    # started), and another worker's reaper ran the task again. Here every request takes 1 s,
-    # so the claim uses more than a heartbeat's worth of its lease.
+    # started), and another worker's reaper ran the task again. Here every request takes 2 s,
+    # so the claim (thread, receipt) uses more than a heartbeat's worth of its lease.
     world = make_world(worker={"lease_seconds": 8, "heartbeat_seconds": 1.5})
     task_id = world.dorch("submit", "Summarise the design WORK=1").stdout.strip()
-    world.emu.set_faults(latency=1.0)
+    world.emu.set_faults(latency=2.0)
     world.fleet(1)
     done = world.dorch("result", task_id, "--wait", "--timeout", "90")
     assert done.returncode == 0, done.stderr
