@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dorch.config import ConfigError
 from dorch_emulator import permissions as perms
 from dorch_emulator.faults import Faults
 from dorch_emulator.snowflake import from_time
@@ -26,7 +25,7 @@ TEXT, FORUM = 0, 15
 _CHANNEL_TYPES = {"text": TEXT, "forum": FORUM}
 
 
-class EmulatorConfigError(ConfigError):
+class EmulatorConfigError(ValueError):
     """A mistake in the emulator's config; the text names the key and what to write instead."""
 
 

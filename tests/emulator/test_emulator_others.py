@@ -11,11 +11,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from dorch_emulator import Emulator
+from dorch_emulator import Emulator, EmulatorConfigError
 from dorch_emulator.remote import EmulatorProcess, RemoteError
 from dorch_emulator.state import ApiError
 
-from dorch.config import ConfigError
 from tests.bus.discord.test_doctor import checks_for
 from tests.support.emulator_api import Api, MakeEmulator, run
 
@@ -234,8 +233,8 @@ def test_a_channel_locked_to_the_fleet_refuses_members_threads(make_emulator: Ma
 
 
 def test_channel_overwrites_name_known_roles(make_emulator: MakeEmulator) -> None:
-    with pytest.raises(ConfigError, match=r"channels\[0\]\.overwrites: no role 'fleet'"):
+    with pytest.raises(EmulatorConfigError, match=r"channels\[0\]\.overwrites: no role 'fleet'"):
         make_emulator(channels=[{"name": "task-queue", "overwrites": {"fleet": {"deny": []}}}])
-    with pytest.raises(ConfigError, match="unknown permission 'CREATE_THREADS'"):
+    with pytest.raises(EmulatorConfigError, match="unknown permission 'CREATE_THREADS'"):
         make_emulator(channels=[{"name": "task-queue",
                                  "overwrites": {"@everyone": {"deny": ["CREATE_THREADS"]}}}])
