@@ -20,6 +20,7 @@ from dorch_emulator.records import RequestRecord
 from dorch.discord import errors
 from dorch.discord.client import DiscordClient
 from tests.support.emulator_api import MakeEmulator
+from tests.support.procs import release_together
 
 ROOT = Path(__file__).resolve().parents[2]
 CHANNELS = [f"c{n}" for n in range(5)]
@@ -94,7 +95,7 @@ def test_a_burst_from_several_processes_sharing_one_token(make_emulator: MakeEmu
            "state_dir": str(tmp_path / "state"), "channels": [emu.config.channel(c).id for c in CHANNELS],
            "count": 100, "client": CLIENT}
     procs = [_child(job | {"tag": f"p{n}"}) for n in range(5)]
-    results = _start_together(procs)
+    results = release_together(procs)
     ids = [i for r in results for i in r["ids"]]
     records = emu.requests
     assert len(set(ids)) == 500
@@ -160,7 +161,7 @@ def test_invalid_requests_are_counted_across_processes(emulator: Emulator, tmp_p
     state = tmp_path / "state"
     job = {"job": "invalid", "api_base": emulator.api_base, "token": "revoked-token",
            "state_dir": str(state), "count": 15}
-    results = _start_together([_child(job), _child(job)])
+    results = release_together([_child(job), _child(job)])
     assert [r["unauthorized"] for r in results] == [15, 15]
     assert len(emulator.requests) == 30
 
@@ -209,26 +210,3 @@ def test_a_cloudflare_ban_stops_every_process_on_the_host(make_emulator: MakeEmu
 def _child(job: dict[str, Any]) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "tests.support.client_child", json.dumps(job)],
                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-
-def _start_together(procs: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
-    """Wait until every child is ready, release them at once, collect their JSON answers."""
-    try:
-        for p in procs:
-            assert p.stdout is not None
-            assert p.stdout.readline().strip() == "ready"
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        results = []
-        for p in procs:
-            out, _ = p.communicate(timeout=120)
-            assert p.returncode == 0, out
-            results.append(json.loads(out.strip().splitlines()[-1]))
-        return results
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()

@@ -63,11 +63,16 @@ LOCAL_BUS_PROC = Path(__file__).with_name("local_bus_proc.py")
 
 def together(queue: Path, jobs: list[list[str]], **popen: Any) -> list[Any]:
     """Run one process per job (NAME MODE ARGS...), released at once; their JSON outputs."""
-    procs = [
+    return release_together([
         subprocess.Popen([sys.executable, str(LOCAL_BUS_PROC), str(queue), *job], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
         for job in jobs
-    ]
+    ])
+
+
+def release_together(procs: list[subprocess.Popen[str]], timeout: float = 180) -> list[Any]:
+    """Wait until every child printed ``ready``, release them at once (a line on stdin), and
+    collect the JSON line each prints last. A child still running at the end is killed."""
     try:
         for p in procs:
             assert p.stdout is not None
@@ -79,9 +84,9 @@ def together(queue: Path, jobs: list[list[str]], **popen: Any) -> list[Any]:
             p.stdin.flush()
         outputs = []
         for p in procs:
-            out, err = p.communicate(timeout=180)
-            assert p.returncode == 0, err
-            outputs.append(json.loads(out))
+            out, err = p.communicate(timeout=timeout)
+            assert p.returncode == 0, err or out
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
         return outputs
     finally:
         for p in procs:
