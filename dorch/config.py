@@ -348,8 +348,7 @@ def _check_relations(cfg: Config, where: str) -> None:
 
 def _check_agent_secrets(cfg: Config, where: str) -> None:
     """[executor] secrets: environment variable names, never the bot token's credential."""
-    from dorch.runtime.process import forbidden_env_name
-    from dorch.secrets import agent_secret_name, env_var
+    from dorch.secrets import agent_secret_name, env_var, forbidden_env_name
 
     names = cfg.values["executor"]["secrets"]
     bot = str(cfg.discord["token"])

@@ -18,6 +18,8 @@ import os
 import stat
 from pathlib import Path
 
+from dorch.errors import ConfigError
+
 SERVICE_DATA_DIR = Path("/var/lib/dorch")
 SERVICE_QUEUE = SERVICE_DATA_DIR / "queue" / "queue.sqlite3"
 SERVICE_PRIVATE_DIR = SERVICE_DATA_DIR / "private"
@@ -84,8 +86,6 @@ def ensure_private(path: Path) -> Path:
     if stat.S_ISLNK(st.st_mode):
         st = os.stat(path)  # a symlinked data dir of one's own (e.g. onto another disk) is fine
     if st.st_uid != os.geteuid():
-        from dorch.config import ConfigError
-
         raise ConfigError(
             f"{path}: owned by uid {st.st_uid}, not by you (uid {os.geteuid()}); dorch keeps "
             "private state there (outbox, host state). Use a directory of your own "

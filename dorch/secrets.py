@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dorch.config import ConfigError
+from dorch.errors import ConfigError
 from dorch.log import register_secret
 
 log = logging.getLogger(__name__)
@@ -324,3 +324,19 @@ def discord_token_bot_id(token: str) -> int | None:
     except (binascii.Error, ValueError):
         return None
     return int(text) if text.isdigit() and 15 <= len(text) <= 20 else None
+
+
+# Never passed, even when asked for: dorch's own settings and secrets (DORCH_*, including
+# DORCH_SECRET_*), and systemd's per-unit channels (credentials, sd_notify socket, watchdog,
+# socket activation), which belong to the worker, not its agent. Names like a token are passed
+# only as declared secrets ([executor] secrets), never copied from the worker's environment.
+_FORBIDDEN = re.compile(
+    r"^(DORCH_.*|CREDENTIALS_DIRECTORY|NOTIFY_SOCKET|WATCHDOG_.*|LISTEN_(FDS|PID|FDNAMES))$",
+    re.IGNORECASE,
+)
+
+
+def forbidden_env_name(name: str, secret: bool = False) -> bool:
+    """True for names that never reach a child (see ``_FORBIDDEN``), and for names containing
+    TOKEN unless SECRET (a declared agent secret, whose value dorch looked up itself)."""
+    return bool(_FORBIDDEN.match(name)) or (not secret and "TOKEN" in name.upper())

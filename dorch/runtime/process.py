@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import shutil
 import signal
 import tempfile
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from dorch.errors import ConfigError
 from dorch.runtime import sandbox as sandbox_mod
 from dorch.runtime.procfs import group_alive
+from dorch.secrets import forbidden_env_name
 
 if TYPE_CHECKING:
     from dorch.runtime.sandbox import Sandbox
@@ -42,7 +42,7 @@ KILL_WAIT = 5.0      # after SIGKILL, how long to wait for the group to disappea
 _POLL = 0.02         # group-emptiness polling interval (no event exists for "group is empty")
 
 # Copied from the parent's environment when present. Nothing else reaches the child unless
-# named in pass_env / extra, and never a name matching _FORBIDDEN.
+# named in pass_env / extra, and never a forbidden name (secrets.forbidden_env_name).
 ALLOWED_ENV = frozenset({
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM", "NO_COLOR",
     "TMPDIR", "TMP", "TEMP",
@@ -51,24 +51,8 @@ ALLOWED_ENV = frozenset({
 })
 ALLOWED_ENV_PREFIXES = ("LC_",)
 
-# Never passed, even when asked for: dorch's own settings and secrets (DORCH_*, including
-# DORCH_SECRET_*), and systemd's per-unit channels (credentials, sd_notify socket, watchdog,
-# socket activation), which belong to the worker, not its agent. Names like a token are passed
-# only as declared secrets ([executor] secrets), never copied from the worker's environment.
-_FORBIDDEN = re.compile(
-    r"^(DORCH_.*|CREDENTIALS_DIRECTORY|NOTIFY_SOCKET|WATCHDOG_.*|LISTEN_(FDS|PID|FDNAMES))$",
-    re.IGNORECASE,
-)
-
-
 class EnvError(ConfigError, ValueError):
     """A variable that must never reach an agent was asked for (pass_env or extra)."""
-
-
-def forbidden_env_name(name: str, secret: bool = False) -> bool:
-    """True for names that never reach a child (see ``_FORBIDDEN``), and for names containing
-    TOKEN unless SECRET (a declared agent secret, whose value dorch looked up itself)."""
-    return bool(_FORBIDDEN.match(name)) or (not secret and "TOKEN" in name.upper())
 
 
 def scrubbed_env(

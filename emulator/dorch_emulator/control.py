@@ -7,6 +7,7 @@ Discord never uses this prefix, and faults, tokens and rate limits do not apply 
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -79,8 +80,6 @@ class _Handlers:
     async def post_message(self, request: web.Request) -> web.Response:
         """``{"user", "channel", "content", "attachments": [{"filename", "text"|"base64"}], ...}``:
         further keys (``message_reference``, ``embeds``) go into the message payload."""
-        from dorch_emulator.server import control_file
-
         body = await _body(request)
         extra = {k: v for k, v in body.items() if k not in ("user", "channel", "content", "attachments")}
         try:
@@ -125,8 +124,6 @@ class _Handlers:
 
     async def execute_webhook(self, request: web.Request) -> web.Response:
         """``{"content", "thread_id"?, "username"?, "attachments"?}``: post as the webhook."""
-        from dorch_emulator.server import control_file
-
         body = await _body(request)
         hook = {"id": request.match_info["webhook_id"], "token": request.match_info["token"]}
         extra = {k: v for k, v in body.items() if k not in ("content", "thread_id", "attachments")}
@@ -204,3 +201,11 @@ class _Handlers:
         except (TypeError, ValueError):
             return _bad("advance must be a number of seconds")
         return web.Response(status=204)
+
+
+def control_file(data: dict[str, Any]) -> tuple[str, bytes]:
+    """A file from the control API: ``{"filename", "text"}`` or ``{"filename", "base64"}``."""
+    name = str(data.get("filename") or "file.txt")
+    if "base64" in data:
+        return name, base64.b64decode(data["base64"])
+    return name, str(data.get("text", "")).encode()

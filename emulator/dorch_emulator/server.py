@@ -9,7 +9,6 @@ logged (``Emulator.requests``) with the response's rate-limit headers.
 from __future__ import annotations
 
 import asyncio
-import base64
 import bisect
 import contextlib
 import json
@@ -556,14 +555,6 @@ _WEBHOOK_CALLER = MemberSpec("(webhook)", 0, bot=False)  # the actor of unauthen
 
 def _as_key(raw: str) -> int:
     return int(raw) if raw.isdigit() else 0
-
-
-def control_file(data: dict[str, Any]) -> tuple[str, bytes]:
-    """A file from the control API: ``{"filename", "text"}`` or ``{"filename", "base64"}``."""
-    name = str(data.get("filename") or "file.txt")
-    if "base64" in data:
-        return name, base64.b64decode(data["base64"])
-    return name, str(data.get("text", "")).encode()
 
 
 async def serve(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 0,

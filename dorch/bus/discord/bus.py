@@ -117,8 +117,10 @@ class DiscordBus:
     async def _admitted(self) -> None:
         """What a worker checks before it reaps or claims: this bot is in the fleet, and the
         hourly preflight (``dorch doctor``'s checks) passed. Cheap after the first call."""
+        from dorch.bus.discord.doctor import preflight  # imported when used: start-up cost
+
         await self.gate.check_in_fleet()
-        await connect.preflight(self.config, self.client, self.state, self.clock())
+        await preflight(self.config, self.client, self.state, self.clock())
 
     # -- the Bus contract ----------------------------------------------------------------------
 

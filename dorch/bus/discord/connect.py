@@ -12,18 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dorch import paths
-from dorch.bus import BusConfigError
 from dorch.bus.discord import trust
-from dorch.bus.discord.host_state import HostState
 from dorch.bus.discord.outbox import new_nonce
-from dorch.discord import errors
 from dorch.discord.client import DiscordClient
 from dorch.log import register_secret
 
 if TYPE_CHECKING:
     from dorch.config import Config
 
-PREFLIGHT_TTL = 3600.0  # s a passed permission check is trusted (per host and token)
 
 
 @dataclass(frozen=True)
@@ -87,21 +83,3 @@ def open_client(config: Config, bot_token: str | None = None, **kwargs: Any) -> 
     kwargs.setdefault("state_dir", state_dir())
     return DiscordClient(token(config) if bot_token is None else bot_token,
                          **(client_options(config) | kwargs))
-
-
-async def preflight(config: Config, client: DiscordClient, state: HostState, now: float) -> None:
-    """Once an hour per host and token, the checks of ``dorch doctor``: a bot that cannot
-    read #task-queue (or lacks the intent) would otherwise see an empty queue forever."""
-    if now - state.preflight_at() < PREFLIGHT_TTL:
-        return
-    from dorch.bus.discord.doctor import run_checks
-
-    failed = [c for c in await run_checks(config, client, advice=False) if not c.ok]
-    if failed:
-        if any(c.name == "token" for c in failed):
-            raise errors.Unauthorized(401, 0, "the bot token was rejected")
-        if any(c.name == "discord reachable" for c in failed):
-            raise errors.DiscordConnectionError(failed[0].detail)
-        raise BusConfigError("the bot cannot work in this server as configured: " + "; ".join(
-            f"{c.name}: {c.detail} (fix: {c.fix})" for c in failed))
-    state.set_preflight(now)

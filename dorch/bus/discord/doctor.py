@@ -20,10 +20,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from dorch.bus import BusConfigError
 from dorch.discord import errors
 from dorch.discord.client import DiscordClient
 
 if TYPE_CHECKING:
+    from dorch.bus.discord.host_state import HostState
     from dorch.config import Config
 
 ADD_REACTIONS = 1 << 6
@@ -336,3 +338,22 @@ async def _check_channel(client: DiscordClient, key: str, channel_id: int, neede
         found.append(Check(f"permissions in {name}", True,
                            ", ".join(permission_names(needed))))
     return found
+
+
+PREFLIGHT_TTL = 3600.0  # s a passed permission check is trusted (per host and token)
+
+
+async def preflight(config: Config, client: DiscordClient, state: HostState, now: float) -> None:
+    """Once an hour per host and token, the checks of ``dorch doctor``: a bot that cannot
+    read #task-queue (or lacks the intent) would otherwise see an empty queue forever."""
+    if now - state.preflight_at() < PREFLIGHT_TTL:
+        return
+    failed = [c for c in await run_checks(config, client, advice=False) if not c.ok]
+    if failed:
+        if any(c.name == "token" for c in failed):
+            raise errors.Unauthorized(401, 0, "the bot token was rejected")
+        if any(c.name == "discord reachable" for c in failed):
+            raise errors.DiscordConnectionError(failed[0].detail)
+        raise BusConfigError("the bot cannot work in this server as configured: " + "; ".join(
+            f"{c.name}: {c.detail} (fix: {c.fix})" for c in failed))
+    state.set_preflight(now)
