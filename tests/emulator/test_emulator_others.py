@@ -15,7 +15,7 @@ from dorch_emulator import Emulator, EmulatorConfigError
 from dorch_emulator.remote import EmulatorProcess, RemoteError
 from dorch_emulator.state import ApiError
 
-from tests.bus.discord.test_doctor import checks_for
+from tests.support.doctor_checks import checks_for
 from tests.support.emulator_api import Api, MakeEmulator, run
 
 HOOK_ALLOWED = {"bots": [{"name": "worker-1", "allow": ["MANAGE_WEBHOOKS"]}, {"name": "worker-2"}],

@@ -3,7 +3,6 @@ the MESSAGE_CONTENT intent, a bad token; the CLI as a real process."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -14,27 +13,10 @@ from typing import Any
 from dorch_emulator import Emulator
 
 from dorch.bus.discord import doctor
-from dorch.bus.discord.doctor import Check, channel_permissions, diagnose
-from dorch.config import Config, build
+from dorch.bus.discord.doctor import channel_permissions
+from tests.support.doctor_checks import checks_for, discord_config
 from tests.support.emulator_api import MakeEmulator
 from tests.support.route_proxy import RouteProxy
-
-
-def discord_config(emu: Emulator) -> dict[str, Any]:
-    c = emu.config
-    return {"bus": {"kind": "discord"},
-            "discord": {"api_base": emu.api_base, "guild_id": str(c.guild_id),
-                        "task_channel": str(c.channel("task-queue").id),
-                        "results_channel": str(c.channel("results").id),
-                        "pool_channel": str(c.channel("worker-pool").id)}}
-
-
-def checks_for(emu: Emulator, tmp_path: Path, bot: str = "worker-1",
-               token: str | None = None) -> dict[str, Check]:
-    cfg: Config = build(discord_config(emu))
-    tok = token if token is not None else emu.config.bot(bot).token
-    found = asyncio.run(diagnose(cfg, tok, state_dir=tmp_path / "state"))
-    return {c.name: c for c in found}
 
 
 def test_a_healthy_bot_passes_every_check(emulator: Emulator, tmp_path: Path) -> None:
