@@ -151,7 +151,9 @@ class DiscordBus:
         with self.guild.errors("looking for a task"):
             await self._admitted()
             await self.courier.drain()
-            entries = self.poller.take_recent(PAGE_REUSE) or await self.poller.poll()
+            entries = self.poller.take_recent(PAGE_REUSE)
+            if entries is None:  # an empty page is a page: only a missing or stale one polls
+                entries = await self.poller.poll()
             claim = await self.claimer.claim(entries, worker, lease_seconds)
             if claim is not None:
                 return claim

@@ -143,3 +143,23 @@ def test_cancel_reaches_the_holder_at_its_next_heartbeat(inproc: World) -> None:
             await submitter.close()
 
     assert asyncio.run(scenario()) == "cancelled"
+
+
+def test_an_idle_round_on_an_empty_queue_polls_once(inproc: World) -> None:
+    """A worker's round is a reap then a claim; the claim takes the reap's page, even an empty
+    one (an idle fleet's polls are most of what it asks Discord)."""
+    poll = "GET /channels/{channel_id}/messages"
+
+    async def scenario() -> int:
+        bus = open_bus(inproc, Clock(inproc))
+        try:
+            await bus.reap()
+            await bus.claim("w1", LEASE)  # the preflight's requests, once
+            before = sum(r.route == poll for r in inproc.emu.requests)
+            await bus.reap()
+            assert await bus.claim("w1", LEASE) is None
+            return sum(r.route == poll for r in inproc.emu.requests) - before
+        finally:
+            await bus.close()
+
+    assert asyncio.run(scenario()) == 1
