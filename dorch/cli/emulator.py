@@ -36,7 +36,8 @@ def emulator(
         fail("the Discord emulator is not installed here (it is a separate package, kept off servers): "
              "from a dorch checkout run `pip install ./emulator` in this environment, then try again",
              ExitCode.CONFIG)
-    argv = [sys.executable, "-m", "dorch_emulator", "--host", host, "--port", str(port)]
+    # -P: the current directory never shadows the emulator (a dorch_emulator/ there is not run)
+    argv = [sys.executable, "-P", "-m", "dorch_emulator", "--host", host, "--port", str(port)]
     if config:
         argv += ["--config", config]
     sys.stdout.flush()

@@ -102,8 +102,13 @@ def test_child_emulator_from_a_config_file(make_emulator_proc: MakeEmulatorProc,
 
 
 def test_dorch_emulator_command(tmp_path: Path) -> None:
+    # a dorch_emulator package planted in the current directory is not what runs
+    planted = tmp_path / "dorch_emulator"
+    planted.mkdir()
+    (planted / "__init__.py").write_text("")
+    (planted / "__main__.py").write_text("print('dorch emulator: url=http://127.0.0.1:9/ planted')\n")
     proc = subprocess.Popen([DORCH, "emulator", "--config", str(EXAMPLE), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # the first line is the announcement
