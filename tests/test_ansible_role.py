@@ -14,8 +14,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ROLE = REPO / "ansible" / "roles" / "dorch_worker"
-UNITS = ("dorch-worker@.service", "dorch-workers.target", "dorch.sysusers.conf",
-         "dorch.tmpfiles.conf")
+UNITS = sorted(p.name for p in (REPO / "systemd").iterdir() if p.name != "README.md")
+
+
+def test_the_role_holds_the_units_of_systemd_and_nothing_else() -> None:
+    assert "dorch-worker@.service" in UNITS
+    assert sorted(p.name for p in (ROLE / "files").iterdir()) == UNITS
 
 
 @pytest.mark.parametrize("name", UNITS)
